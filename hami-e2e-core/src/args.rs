@@ -103,7 +103,7 @@ pub struct Args {
     #[arg(long, env = "HAMI_E2E_JSON", value_name = "PATH")]
     pub json: Option<PathBuf>,
 
-    /// Folder for scenarios' artifacts [default: <temp>/hami-e2e-artifacts].
+    /// Folder for scenarios' artifacts (default: `hami-e2e-artifacts` in the temp folder).
     #[arg(long, env = "HAMI_E2E_ARTIFACTS", value_name = "DIR")]
     pub artifacts: Option<PathBuf>,
 

@@ -118,7 +118,7 @@ impl Context {
             });
             steps.len() - 1
         };
-        tracing::info!(step = %name, "step");
+        tracing::debug!(step = %name, "step");
         self.run.events.emit(EventKind::StepStarted {
             scenario: self.shared.name.clone(),
             step: name.clone(),

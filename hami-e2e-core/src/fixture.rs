@@ -119,6 +119,8 @@ pub trait Fixture: Send + Sync + 'static {
 
 type AnyValue = Arc<dyn Any + Send + Sync>;
 type SetupResult = Result<AnyValue, Failure>;
+/// A set-up in progress or done: awaited by everyone who needs the fixture.
+type SetupCell = (Shared<BoxFuture<'static, SetupResult>>, AbortHandle);
 
 /// Object-safe form of [`Fixture`], for the registry.
 pub(crate) trait ErasedFixture: Send + Sync {
@@ -247,7 +249,7 @@ enum Entry {
 /// Fixtures set up in one scope, and the order to undo them in.
 #[derive(Default)]
 pub(crate) struct ScopeState {
-    cells: Mutex<HashMap<TypeId, (Shared<BoxFuture<'static, SetupResult>>, AbortHandle)>>,
+    cells: Mutex<HashMap<TypeId, SetupCell>>,
     stack: Mutex<Vec<Entry>>,
 }
 

@@ -579,7 +579,7 @@ fn new_run_id() -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let random = RandomState::new().hash_one((secs, std::process::id())) & 0xffff_ff;
+    let random = RandomState::new().hash_one((secs, std::process::id())) & 0x00ff_ffff;
     let (days, rem) = (secs / 86400, secs % 86400);
     let (y, m, d) = civil_from_days(days as i64);
     format!(

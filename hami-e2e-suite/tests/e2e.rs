@@ -1,3 +1,9 @@
+//! The suite binary: `cargo test -p hami-e2e-suite` (or `cargo nextest run -p hami-e2e-suite`).
+//! Flags: `cargo test -p hami-e2e-suite --test e2e -- --label-filter smoke`, or the
+//! `HAMI_E2E_*` variables.
+
 fn main() -> std::process::ExitCode {
-    std::process::ExitCode::SUCCESS
+    hami_e2e_core::Runner::new()
+        .scenarios(hami_e2e_suite::scenarios())
+        .main()
 }
