@@ -1,0 +1,654 @@
+//! The Go-built binaries of the local cluster: built once from the Go modules pinned in the
+//! repository's `go/` folder, cached outside the repository by component and version.
+//!
+//! The pins (`go.mod`, `go.sum`) are compiled into this crate, so the build works from any
+//! checkout or dependent crate: it writes them into the cache and runs `go build` there with
+//! the machine's Go. Nothing is rebuilt once a cache folder is complete; concurrent
+//! processes share one build through a lock file; a first build prints a progress line per
+//! component with its elapsed time.
+//!
+//! Prebuilt binaries are used instead when `HAMI_E2E_BIN_DIR` names a folder holding them,
+//! or when they are on `PATH`, provided `--version` reports the pinned version.
+//!
+//! Layout (`HAMI_E2E_CACHE_DIR`, default `~/.cache/hami-e2e`):
+//!
+//! ```text
+//! bin/kubernetes-v1.37.2/{kube-apiserver,kube-controller-manager,kube-scheduler,etcd,.complete}
+//! bin/kwok-v0.8.0/{kwok,stages/*.yaml,.complete}
+//! src/<component>-<version>/{go.mod,go.sum,tools.go}   the module the build ran in
+//! logs/<component>-<version>.log                       go's output
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+
+/// A Kubernetes release this crate can build: control plane and etcd.
+#[derive(Debug, Clone, Copy)]
+pub struct KubernetesRelease {
+    go_mod: &'static str,
+    go_sum: &'static str,
+    tools_go: &'static str,
+}
+
+/// The Kubernetes releases pinned in `go/`, newest first. The first is the default.
+pub const KUBERNETES_RELEASES: &[KubernetesRelease] = &[
+    KubernetesRelease {
+        go_mod: include_str!("../../go/kubernetes-1.37/go.mod"),
+        go_sum: include_str!("../../go/kubernetes-1.37/go.sum"),
+        tools_go: include_str!("../../go/kubernetes-1.37/tools.go"),
+    },
+    KubernetesRelease {
+        go_mod: include_str!("../../go/kubernetes-1.36/go.mod"),
+        go_sum: include_str!("../../go/kubernetes-1.36/go.sum"),
+        tools_go: include_str!("../../go/kubernetes-1.36/tools.go"),
+    },
+];
+
+const KWOK_GO_MOD: &str = include_str!("../../go/kwok/go.mod");
+const KWOK_GO_SUM: &str = include_str!("../../go/kwok/go.sum");
+const KWOK_TOOLS_GO: &str = include_str!("../../go/kwok/tools.go");
+
+/// The KWOK stages the local cluster loads (kwokctl's defaults for the binary runtime).
+const KWOK_STAGES: &[&str] = &[
+    "node/fast/node-initialize.yaml",
+    "node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
+    "pod/fast/pod-ready.yaml",
+    "pod/fast/pod-complete.yaml",
+    "pod/fast/pod-delete.yaml",
+];
+
+/// The version `go.mod` requires of `module` (`v1.37.2`), from a `require` line.
+///
+/// ```
+/// let go_mod = "module x\n\nrequire (\n\tk8s.io/kubernetes v1.37.2\n\tgo.etcd.io/etcd/server/v3 v3.7.0 // indirect\n)\n";
+/// assert_eq!(hami_e2e_k8s::bincache::required_version(go_mod, "go.etcd.io/etcd/server/v3"), Some("v3.7.0"));
+/// assert_eq!(hami_e2e_k8s::bincache::required_version(go_mod, "k8s.io/api"), None);
+/// ```
+pub fn required_version<'a>(go_mod: &'a str, module: &str) -> Option<&'a str> {
+    go_mod.lines().find_map(|line| {
+        let line = line.trim().strip_prefix("require ").unwrap_or(line.trim());
+        let mut parts = line.split_whitespace();
+        (parts.next() == Some(module))
+            .then(|| parts.next())
+            .flatten()
+    })
+}
+
+impl KubernetesRelease {
+    /// The release's version, `v1.37.2`.
+    pub fn version(&self) -> &'static str {
+        required_version(self.go_mod, "k8s.io/kubernetes")
+            .expect("go/kubernetes-*/go.mod requires k8s.io/kubernetes")
+    }
+
+    /// The etcd version built with it (`v3.7.0`), chosen by Go's minimal version selection.
+    pub fn etcd_version(&self) -> &'static str {
+        required_version(self.go_mod, "go.etcd.io/etcd/server/v3")
+            .expect("go.mod lists etcd's server module")
+    }
+
+    /// Minor version (37 for v1.37.2).
+    pub fn minor(&self) -> u32 {
+        self.version()
+            .split('.')
+            .nth(1)
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// The release for `version` (`1.36`, `v1.36.3`, `1.36.3`), or the default (newest) for
+    /// `None` or an empty string.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnsupportedVersion`] listing the supported ones.
+    pub fn find(version: Option<&str>) -> Result<KubernetesRelease> {
+        let Some(wanted) = version.map(str::trim).filter(|v| !v.is_empty()) else {
+            return Ok(KUBERNETES_RELEASES[0]);
+        };
+        let wanted = wanted.strip_prefix('v').unwrap_or(wanted);
+        KUBERNETES_RELEASES
+            .iter()
+            .find(|r| {
+                let v = &r.version()[1..];
+                v == wanted || v.starts_with(&format!("{wanted}."))
+            })
+            .copied()
+            .ok_or_else(|| Error::UnsupportedVersion {
+                requested: wanted.to_string(),
+                supported: KUBERNETES_RELEASES
+                    .iter()
+                    .map(|r| r.version())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+    }
+
+    /// The release named by `HAMI_E2E_K8S_VERSION`, or the default.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnsupportedVersion`].
+    pub fn from_env() -> Result<KubernetesRelease> {
+        Self::find(std::env::var("HAMI_E2E_K8S_VERSION").ok().as_deref())
+    }
+}
+
+/// Paths of the control plane's binaries.
+#[derive(Debug, Clone)]
+pub struct KubernetesBinaries {
+    /// The release.
+    pub version: String,
+    /// kube-apiserver.
+    pub apiserver: PathBuf,
+    /// kube-controller-manager.
+    pub controller_manager: PathBuf,
+    /// kube-scheduler.
+    pub scheduler: PathBuf,
+    /// etcd.
+    pub etcd: PathBuf,
+}
+
+/// Paths of KWOK's binary and stages.
+#[derive(Debug, Clone)]
+pub struct KwokBinaries {
+    /// Version.
+    pub version: String,
+    /// The kwok controller.
+    pub kwok: PathBuf,
+    /// The stage files it is configured with.
+    pub stages: Vec<PathBuf>,
+}
+
+/// The cache of Go-built binaries.
+#[derive(Debug, Clone)]
+pub struct BinaryCache {
+    root: PathBuf,
+}
+
+/// The cache folder: `HAMI_E2E_CACHE_DIR`, else `$XDG_CACHE_HOME/hami-e2e`, else
+/// `~/.cache/hami-e2e`.
+pub fn default_cache_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("HAMI_E2E_CACHE_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("hami-e2e");
+    }
+    match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        Some(home) => PathBuf::from(home).join(".cache").join("hami-e2e"),
+        None => std::env::temp_dir().join("hami-e2e-cache"),
+    }
+}
+
+struct Build<'a> {
+    packages: Vec<&'a str>,
+    /// `-o` target: a folder (ends with `/`) or a file name inside the output folder.
+    output: &'a str,
+    ldflags: String,
+}
+
+struct Spec<'a> {
+    component: &'static str,
+    version: String,
+    files: [(&'static str, &'a str); 3],
+    builds: Vec<Build<'a>>,
+}
+
+fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
+    move |source| Error::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Runs `binary --version` and checks that its output names `version` (without `v`).
+async fn reports_version(binary: &Path, version: &str) -> bool {
+    let want = version.trim_start_matches('v');
+    match tokio::process::Command::new(binary)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .await
+    {
+        Ok(out) => {
+            let text = String::from_utf8_lossy(&out.stdout);
+            text.split(|c: char| c.is_whitespace() || c == 'v')
+                .any(|w| w == want)
+        }
+        Err(_) => false,
+    }
+}
+
+/// Finds `name` in `HAMI_E2E_BIN_DIR`, then on `PATH`, if it reports `version`.
+async fn prebuilt(name: &str, version: &str) -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    if let Some(d) = std::env::var_os("HAMI_E2E_BIN_DIR").filter(|d| !d.is_empty()) {
+        dirs.push(PathBuf::from(d));
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        dirs.extend(std::env::split_paths(&path));
+    }
+    for dir in dirs {
+        let candidate = dir.join(name);
+        if candidate.is_file() && reports_version(&candidate, version).await {
+            return Some(candidate);
+        }
+    }
+    None
+}
+
+impl Default for BinaryCache {
+    fn default() -> Self {
+        Self::new(default_cache_dir())
+    }
+}
+
+impl BinaryCache {
+    /// A cache rooted at `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// The cache's root folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The control plane of `release`: prebuilt if found, else from the cache, else built.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::GoMissing`], [`Error::GoBuild`], [`Error::Io`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancelling leaves at most a `.partial` folder that the next build replaces.
+    pub async fn kubernetes(&self, release: &KubernetesRelease) -> Result<KubernetesBinaries> {
+        let version = release.version().to_string();
+        let etcd_version = release.etcd_version();
+        let names = [
+            "kube-apiserver",
+            "kube-controller-manager",
+            "kube-scheduler",
+        ];
+        let mut found = Vec::new();
+        for name in names {
+            found.push(prebuilt(name, &version).await);
+        }
+        let etcd = prebuilt("etcd", etcd_version).await;
+        if let ([Some(a), Some(c), Some(s)], Some(e)) =
+            (<[_; 3]>::try_from(found).unwrap_or_default(), etcd)
+        {
+            tracing::info!(%version, "using prebuilt control plane binaries");
+            return Ok(KubernetesBinaries {
+                version,
+                apiserver: a,
+                controller_manager: c,
+                scheduler: s,
+                etcd: e,
+            });
+        }
+        let minor = release.minor();
+        let ldflags = [
+            format!("k8s.io/component-base/version.gitVersion={version}"),
+            "k8s.io/component-base/version.gitMajor=1".into(),
+            format!("k8s.io/component-base/version.gitMinor={minor}"),
+            "k8s.io/component-base/version.gitTreeState=clean".into(),
+            "k8s.io/component-base/version.gitCommit=go-module".into(),
+            "k8s.io/component-base/version.buildDate=2026-01-01T00:00:00Z".into(),
+            format!("k8s.io/client-go/pkg/version.gitVersion={version}"),
+            "k8s.io/client-go/pkg/version.gitMajor=1".into(),
+            format!("k8s.io/client-go/pkg/version.gitMinor={minor}"),
+        ]
+        .iter()
+        .fold("-s -w".to_string(), |acc, x| format!("{acc} -X {x}"));
+        let spec = Spec {
+            component: "kubernetes",
+            version: version.clone(),
+            files: [
+                ("go.mod", release.go_mod),
+                ("go.sum", release.go_sum),
+                ("tools.go", release.tools_go),
+            ],
+            builds: vec![
+                Build {
+                    packages: vec![
+                        "k8s.io/kubernetes/cmd/kube-apiserver",
+                        "k8s.io/kubernetes/cmd/kube-controller-manager",
+                        "k8s.io/kubernetes/cmd/kube-scheduler",
+                    ],
+                    output: "./",
+                    ldflags,
+                },
+                Build {
+                    packages: vec!["go.etcd.io/etcd/server/v3"],
+                    output: "etcd",
+                    ldflags: "-s -w".into(),
+                },
+            ],
+        };
+        let dir = self.ensure(&spec, |_, _| Ok(())).await?;
+        Ok(KubernetesBinaries {
+            version,
+            apiserver: dir.join("kube-apiserver"),
+            controller_manager: dir.join("kube-controller-manager"),
+            scheduler: dir.join("kube-scheduler"),
+            etcd: dir.join("etcd"),
+        })
+    }
+
+    /// KWOK and its stages: from the cache, else built (stages are copied from the module).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::GoMissing`], [`Error::GoBuild`], [`Error::Io`].
+    pub async fn kwok(&self) -> Result<KwokBinaries> {
+        let version = required_version(KWOK_GO_MOD, "sigs.k8s.io/kwok")
+            .expect("go/kwok/go.mod requires kwok")
+            .to_string();
+        let spec = Spec {
+            component: "kwok",
+            version: version.clone(),
+            files: [
+                ("go.mod", KWOK_GO_MOD),
+                ("go.sum", KWOK_GO_SUM),
+                ("tools.go", KWOK_TOOLS_GO),
+            ],
+            builds: vec![Build {
+                packages: vec!["sigs.k8s.io/kwok/cmd/kwok"],
+                output: "kwok",
+                ldflags: "-s -w".into(),
+            }],
+        };
+        let dir = self
+            .ensure(&spec, |module_dir, out| {
+                let kwok_dir = go_module_dir(module_dir, "sigs.k8s.io/kwok")?;
+                let stages = out.join("stages");
+                std::fs::create_dir_all(&stages).map_err(io("create folder", &stages))?;
+                for stage in KWOK_STAGES {
+                    let from = kwok_dir.join("kustomize/stage").join(stage);
+                    let to = stages.join(Path::new(stage).file_name().unwrap_or_default());
+                    std::fs::copy(&from, &to).map_err(io("copy KWOK stage", &from))?;
+                }
+                Ok(())
+            })
+            .await?;
+        let stages = KWOK_STAGES
+            .iter()
+            .map(|s| {
+                dir.join("stages")
+                    .join(Path::new(s).file_name().unwrap_or_default())
+            })
+            .collect();
+        Ok(KwokBinaries {
+            version,
+            kwok: dir.join("kwok"),
+            stages,
+        })
+    }
+
+    async fn ensure(
+        &self,
+        spec: &Spec<'_>,
+        post: impl Fn(&Path, &Path) -> Result<()>,
+    ) -> Result<PathBuf> {
+        let key = format!("{}-{}", spec.component, spec.version);
+        let bin = self.root.join("bin");
+        let dir = bin.join(&key);
+        let complete = dir.join(".complete");
+        if complete.exists() {
+            return Ok(dir);
+        }
+        std::fs::create_dir_all(&bin).map_err(io("create folder", &bin))?;
+        let lock_path = bin.join(format!("{key}.lock"));
+        let lock = std::fs::File::create(&lock_path).map_err(io("create lock file", &lock_path))?;
+        if lock.try_lock().is_err() {
+            eprintln!(
+                "hami-e2e: waiting for another process that is building {} {}",
+                spec.component, spec.version
+            );
+            let lock = tokio::task::spawn_blocking(move || lock.lock().map(|()| lock))
+                .await
+                .map_err(|e| Error::Io {
+                    action: "lock",
+                    path: lock_path.clone(),
+                    source: std::io::Error::other(e),
+                })?
+                .map_err(io("lock", &lock_path))?;
+            if complete.exists() {
+                return Ok(dir);
+            }
+            return self.build_locked(spec, &key, &dir, post, lock).await;
+        }
+        if complete.exists() {
+            return Ok(dir);
+        }
+        self.build_locked(spec, &key, &dir, post, lock).await
+    }
+
+    async fn build_locked(
+        &self,
+        spec: &Spec<'_>,
+        key: &str,
+        dir: &Path,
+        post: impl Fn(&Path, &Path) -> Result<()>,
+        _lock: std::fs::File,
+    ) -> Result<PathBuf> {
+        let go_version = match tokio::process::Command::new("go")
+            .arg("version")
+            .stdin(Stdio::null())
+            .output()
+            .await
+        {
+            Ok(out) if out.status.success() => {
+                String::from_utf8_lossy(&out.stdout).trim().to_string()
+            }
+            Ok(out) => {
+                return Err(Error::GoMissing {
+                    component: format!("{} {}", spec.component, spec.version),
+                    source: std::io::Error::other(format!(
+                        "`go version` exited with {}",
+                        out.status
+                    )),
+                });
+            }
+            Err(source) => {
+                return Err(Error::GoMissing {
+                    component: format!("{} {}", spec.component, spec.version),
+                    source,
+                });
+            }
+        };
+        let module_dir = self.root.join("src").join(key);
+        std::fs::create_dir_all(&module_dir).map_err(io("create folder", &module_dir))?;
+        for (name, content) in spec.files {
+            let path = module_dir.join(name);
+            std::fs::write(&path, content).map_err(io("write", &path))?;
+        }
+        let logs = self.root.join("logs");
+        std::fs::create_dir_all(&logs).map_err(io("create folder", &logs))?;
+        let log_path = logs.join(format!("{key}.log"));
+        let partial = dir.with_extension("partial");
+        let _ = std::fs::remove_dir_all(&partial);
+        std::fs::create_dir_all(&partial).map_err(io("create folder", &partial))?;
+
+        let started = Instant::now();
+        eprintln!(
+            "hami-e2e: building {} {} with {go_version} into {} (first run only; a cold build of Kubernetes takes 5-30 minutes on 2 cores)",
+            spec.component,
+            spec.version,
+            dir.display()
+        );
+        let mut log_text = String::new();
+        for build in &spec.builds {
+            let step_started = Instant::now();
+            let what = build
+                .packages
+                .iter()
+                .map(|p| p.rsplit('/').next().unwrap_or(p))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let what = if what == "v3" {
+                "etcd".to_string()
+            } else {
+                what
+            };
+            eprintln!("hami-e2e:   go build {what} ...");
+            let output = if build.output.ends_with('/') {
+                format!("{}/", partial.display())
+            } else {
+                partial.join(build.output).display().to_string()
+            };
+            let mut cmd = tokio::process::Command::new("go");
+            cmd.current_dir(&module_dir)
+                .args([
+                    "build",
+                    "-trimpath",
+                    "-ldflags",
+                    &build.ldflags,
+                    "-o",
+                    &output,
+                ])
+                .args(&build.packages)
+                .env("CGO_ENABLED", "0")
+                .env("GOWORK", "off")
+                .env("GOFLAGS", "-mod=readonly")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .kill_on_drop(true);
+            let child = cmd.spawn().map_err(|source| Error::GoMissing {
+                component: spec.component.into(),
+                source,
+            })?;
+            let mut wait = AbortOnDrop(tokio::spawn(child.wait_with_output()));
+            let mut ticker = tokio::time::interval(Duration::from_secs(60));
+            ticker.tick().await;
+            let out = loop {
+                tokio::select! {
+                    out = &mut wait.0 => break out,
+                    _ = ticker.tick() => eprintln!("hami-e2e:   still building {what} ({})", hami_e2e_core::format_duration(step_started.elapsed())),
+                }
+            };
+            let out = out
+                .map_err(std::io::Error::other)
+                .and_then(|o| o)
+                .map_err(|source| Error::GoMissing {
+                    component: spec.component.into(),
+                    source,
+                })?;
+            let status = out.status;
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            log_text.push_str(&format!(
+                "$ go build {}\n{text}\n",
+                build.packages.join(" ")
+            ));
+            let _ = std::fs::write(&log_path, &log_text);
+            if !status.success() {
+                return Err(Error::GoBuild {
+                    component: spec.component.into(),
+                    version: spec.version.clone(),
+                    status: status.to_string(),
+                    output: tail(&text, 30),
+                });
+            }
+            eprintln!(
+                "hami-e2e:   built {what} in {}",
+                hami_e2e_core::format_duration(step_started.elapsed())
+            );
+        }
+        post(&module_dir, &partial)?;
+        let marker = partial.join(".complete");
+        std::fs::write(&marker, format!("{go_version}\n")).map_err(io("write", &marker))?;
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).map_err(io("remove stale folder", dir))?;
+        }
+        std::fs::rename(&partial, dir).map_err(io("rename", &partial))?;
+        eprintln!(
+            "hami-e2e: built {} {} in {}",
+            spec.component,
+            spec.version,
+            hami_e2e_core::format_duration(started.elapsed())
+        );
+        Ok(dir.to_path_buf())
+    }
+}
+
+/// Aborts the task (and so kills `go`, spawned with `kill_on_drop`) when the build is cancelled.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn go_module_dir(module_dir: &Path, module: &str) -> Result<PathBuf> {
+    let out = std::process::Command::new("go")
+        .current_dir(module_dir)
+        .args(["list", "-m", "-f", "{{.Dir}}", module])
+        .env("GOWORK", "off")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|source| Error::GoMissing {
+            component: module.to_string(),
+            source,
+        })?;
+    let dir = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if !out.status.success() || dir.is_empty() {
+        return Err(Error::GoBuild {
+            component: module.to_string(),
+            version: String::new(),
+            status: out.status.to_string(),
+            output: String::from_utf8_lossy(&out.stderr).into_owned(),
+        });
+    }
+    Ok(PathBuf::from(dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pinned_releases_parse() {
+        assert_eq!(KUBERNETES_RELEASES[0].version(), "v1.37.2");
+        assert_eq!(KUBERNETES_RELEASES[0].minor(), 37);
+        assert!(KUBERNETES_RELEASES[0].etcd_version().starts_with("v3."));
+        assert_eq!(KUBERNETES_RELEASES[1].version(), "v1.36.3");
+    }
+
+    #[test]
+    fn versions_are_found_by_prefix() {
+        assert_eq!(
+            KubernetesRelease::find(Some("1.36")).unwrap().version(),
+            "v1.36.3"
+        );
+        assert_eq!(
+            KubernetesRelease::find(Some("v1.37.2")).unwrap().version(),
+            "v1.37.2"
+        );
+        assert_eq!(KubernetesRelease::find(None).unwrap().version(), "v1.37.2");
+        let e = KubernetesRelease::find(Some("1.3"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "Kubernetes version `1.3` is not supported; supported: v1.37.2, v1.36.3"
+        );
+    }
+}
