@@ -173,6 +173,22 @@ pub enum FailureReason {
     Requirement,
 }
 
+impl FailureReason {
+    /// The reason in one word, as reports and the JSON events spell it (`assertion`, `timeout`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureReason::Assertion => "assertion",
+            FailureReason::Error => "error",
+            FailureReason::Transient => "transient",
+            FailureReason::Panic => "panic",
+            FailureReason::Timeout => "timeout",
+            FailureReason::Cancelled => "cancelled",
+            FailureReason::Teardown => "teardown",
+            FailureReason::Requirement => "requirement",
+        }
+    }
+}
+
 impl From<FailureKind> for FailureReason {
     fn from(k: FailureKind) -> Self {
         match k {
@@ -346,5 +362,27 @@ fn ser_opt_duration<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<
     match d {
         Some(d) => s.serialize_f64(d.as_secs_f64()),
         None => s.serialize_none(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reason_names_match_the_json_events() {
+        use FailureReason::*;
+        for r in [
+            Assertion,
+            Error,
+            Transient,
+            Panic,
+            Timeout,
+            Cancelled,
+            Teardown,
+            Requirement,
+        ] {
+            assert_eq!(serde_json::to_value(r).unwrap(), r.as_str());
+        }
     }
 }

@@ -108,10 +108,7 @@ impl Reporter for HumanReporter {
                         writeln!(out, "test {name} ... ignored, {reason}")
                     }
                     Outcome::Failed { reason, message } => {
-                        let reason = serde_json::to_value(reason)
-                            .ok()
-                            .and_then(|v| v.as_str().map(str::to_string))
-                            .unwrap_or_default();
+                        let reason = reason.as_str();
                         writeln!(
                             out,
                             "test {name} ... FAILED ({dur}{tries}) {reason}: {}",

@@ -54,12 +54,7 @@ fn test_case(r: &ScenarioReport, repeated: bool) -> TestCase {
             };
             let mut s = TestCaseStatus::non_success(kind);
             s.set_message(message.lines().next().unwrap_or_default());
-            s.set_type(
-                serde_json::to_value(reason)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default(),
-            );
+            s.set_type(reason.as_str());
             s.set_description(message.as_str());
             s
         }

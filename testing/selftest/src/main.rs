@@ -94,10 +94,10 @@ fn main() -> ExitCode {
                 .timeout(Duration::from_millis(300))
                 .run(|ctx| async move {
                     ctx.fixture::<ScenarioMarker>().await?;
-                    ctx.step(
-                        "sleep past the timeout",
-                        tokio::time::sleep(Duration::from_secs(30)).map_ok(),
-                    )
+                    ctx.step("sleep past the timeout", async {
+                        tokio::time::sleep(Duration::from_secs(30)).await;
+                        Ok::<(), Failure>(())
+                    })
                     .await
                 }),
         )
@@ -118,14 +118,3 @@ fn main() -> ExitCode {
         )
         .main()
 }
-
-trait MapOk: std::future::Future<Output = ()> + Sized {
-    fn map_ok(self) -> impl std::future::Future<Output = Result<(), Failure>> {
-        async move {
-            self.await;
-            Ok(())
-        }
-    }
-}
-
-impl<F: std::future::Future<Output = ()>> MapOk for F {}
