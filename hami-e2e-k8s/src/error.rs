@@ -53,6 +53,15 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The local cluster's certificates could not be generated.
+    #[error("cannot generate the local cluster's {what}")]
+    Pki {
+        /// Which key or certificate.
+        what: &'static str,
+        /// rcgen's error.
+        #[source]
+        source: rcgen::Error,
+    },
     /// No free port on loopback.
     #[error("cannot find a free port on 127.0.0.1 for {component}")]
     NoFreePort {

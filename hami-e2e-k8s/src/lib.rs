@@ -20,5 +20,8 @@
 
 pub mod bincache;
 mod error;
+mod kubeconfig;
+pub mod local;
 
 pub use error::{Error, Result, is_transient_kube, register_transient_errors};
+pub use kubeconfig::client_from_kubeconfig;
