@@ -1,0 +1,188 @@
+//! [`DeviceRegistry`]: the backends a run knows, looked up by vendor name.
+
+use crate::ascend::Ascend;
+use crate::backend::DeviceBackend;
+use crate::cambricon::Cambricon;
+use crate::config::DeviceConfig;
+use crate::error::{Error, Result};
+use crate::hygon::Hygon;
+use crate::nvidia::Nvidia;
+
+/// The device backends of a run. The suite takes one as input, so a downstream crate adds
+/// its vendor with one [`DeviceRegistry::register`] call.
+///
+/// Lookups by [`DeviceRegistry::get`] match a backend's vendor name or its HAMi device type,
+/// ignoring case; when several backends share a vendor name (Ascend chips), the first
+/// registered wins, and [`DeviceRegistry::vendor`] lists them all.
+///
+/// # Examples
+///
+/// ```
+/// use hami_e2e_devices::{Ascend, AscendChip, DeviceRegistry};
+///
+/// let mut registry = DeviceRegistry::builtin();
+/// registry.register(Ascend::new(AscendChip::named("Ascend910C").unwrap()))?;
+/// assert_eq!(registry.get("NVIDIA")?.vendor(), "nvidia");
+/// assert_eq!(registry.get("ascend")?.device_type(), "Ascend910B3");
+/// assert_eq!(registry.get("Ascend910C")?.device_type(), "Ascend910C");
+/// let err = registry.get("xpu").unwrap_err();
+/// assert!(err.to_string().contains("`xpu`"));
+/// # Ok::<(), hami_e2e_devices::Error>(())
+/// ```
+#[derive(Debug, Default)]
+pub struct DeviceRegistry {
+    backends: Vec<Box<dyn DeviceBackend>>,
+}
+
+impl DeviceRegistry {
+    /// A registry with no backend.
+    pub fn empty() -> Self {
+        DeviceRegistry::default()
+    }
+
+    /// NVIDIA, Cambricon, Hygon and Ascend (the 910B3; register other chips with
+    /// [`Ascend::new`] or [`Ascend::all`]).
+    pub fn builtin() -> Self {
+        let backends: Vec<Box<dyn DeviceBackend>> = vec![
+            Box::new(Nvidia::default()),
+            Box::new(Cambricon::default()),
+            Box::new(Hygon::default()),
+            Box::new(Ascend::default()),
+        ];
+        DeviceRegistry { backends }
+    }
+
+    /// Adds `backend`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::DuplicateBackend`] if one with the same vendor name and device type is
+    /// already registered.
+    pub fn register(&mut self, backend: impl DeviceBackend + 'static) -> Result<&mut Self> {
+        self.register_boxed(Box::new(backend))
+    }
+
+    /// Adds a boxed backend; see [`DeviceRegistry::register`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::DuplicateBackend`] as [`DeviceRegistry::register`].
+    pub fn register_boxed(&mut self, backend: Box<dyn DeviceBackend>) -> Result<&mut Self> {
+        if self.backends.iter().any(|b| {
+            b.vendor().eq_ignore_ascii_case(backend.vendor())
+                && b.device_type().eq_ignore_ascii_case(backend.device_type())
+        }) {
+            return Err(Error::DuplicateBackend {
+                vendor: backend.vendor().to_owned(),
+                device_type: backend.device_type().to_owned(),
+            });
+        }
+        self.backends.push(backend);
+        Ok(self)
+    }
+
+    /// The backend for `name`: a vendor name or a device type, any case.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownVendor`] naming `name` and the known vendors.
+    pub fn get(&self, name: &str) -> Result<&dyn DeviceBackend> {
+        self.backends
+            .iter()
+            .find(|b| b.vendor().eq_ignore_ascii_case(name))
+            .or_else(|| {
+                self.backends
+                    .iter()
+                    .find(|b| b.device_type().eq_ignore_ascii_case(name))
+            })
+            .map(|b| b.as_ref())
+            .ok_or_else(|| Error::UnknownVendor {
+                vendor: name.to_owned(),
+                known: if self.backends.is_empty() {
+                    "none".to_owned()
+                } else {
+                    self.vendors().join(", ")
+                },
+            })
+    }
+
+    /// Every backend whose vendor name is `vendor` (several for Ascend chips).
+    pub fn vendor<'a>(&'a self, vendor: &'a str) -> impl Iterator<Item = &'a dyn DeviceBackend> {
+        self.iter()
+            .filter(move |b| b.vendor().eq_ignore_ascii_case(vendor))
+    }
+
+    /// Every backend, in registration order.
+    pub fn iter(&self) -> impl Iterator<Item = &dyn DeviceBackend> {
+        self.backends.iter().map(|b| b.as_ref())
+    }
+
+    /// The distinct vendor names, in registration order.
+    pub fn vendors(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = Vec::new();
+        for b in &self.backends {
+            if !names.contains(&b.vendor()) {
+                names.push(b.vendor());
+            }
+        }
+        names
+    }
+
+    /// How many backends are registered.
+    pub fn len(&self) -> usize {
+        self.backends.len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.backends.is_empty()
+    }
+
+    /// Passes HAMi's device config to every backend ([`DeviceBackend::configure`]).
+    ///
+    /// # Errors
+    ///
+    /// The first backend's error.
+    pub fn configure(&mut self, config: &DeviceConfig) -> Result<()> {
+        for b in &mut self.backends {
+            b.configure(config)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_has_the_four_vendors() {
+        let r = DeviceRegistry::builtin();
+        assert_eq!(r.vendors(), vec!["nvidia", "cambricon", "hygon", "ascend"]);
+        assert_eq!(r.get("DCU").unwrap().vendor(), "hygon");
+        assert_eq!(r.get("mlu").unwrap().vendor(), "cambricon");
+        let e = r.get("enflame").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "no device backend named `enflame` is registered (known: nvidia, cambricon, hygon, ascend)"
+        );
+        assert!(DeviceRegistry::empty().get("nvidia").is_err());
+    }
+
+    #[test]
+    fn duplicates_are_refused_and_chips_can_be_added() {
+        let mut r = DeviceRegistry::builtin();
+        assert!(matches!(
+            r.register(Nvidia::default()),
+            Err(Error::DuplicateBackend { .. })
+        ));
+        for a in Ascend::all() {
+            if a.device_type() != "Ascend910B3" {
+                r.register(a).unwrap();
+            }
+        }
+        assert_eq!(r.vendor("ascend").count(), 7);
+        assert_eq!(r.len(), 10);
+        assert!(!r.is_empty());
+    }
+}
