@@ -58,6 +58,9 @@ const KWOK_STAGES: &[&str] = &[
     "pod/fast/pod-ready.yaml",
     "pod/fast/pod-complete.yaml",
     "pod/fast/pod-delete.yaml",
+    // Pods labelled `pod-container-running-failed.stage.kwok.x-k8s.io=true` fail, with the
+    // reason, message and exit code of their annotations: real Failed pods for tests.
+    "pod/chaos/pod-container-running-failed.yaml",
 ];
 
 /// The version `go.mod` requires of `module` (`v1.37.2`), from a `require` line.
@@ -383,13 +386,19 @@ impl BinaryCache {
                 Ok(())
             })
             .await?;
-        let stages = KWOK_STAGES
+        let stages: Vec<PathBuf> = KWOK_STAGES
             .iter()
             .map(|s| {
                 dir.join("stages")
                     .join(Path::new(s).file_name().unwrap_or_default())
             })
             .collect();
+        // A cache built by an earlier release of this crate may lack a stage added since.
+        for (stage, path) in KWOK_STAGES.iter().zip(&stages) {
+            if !path.is_file() {
+                copy_stage_from_module_cache(&version, stage, path)?;
+            }
+        }
         Ok(KwokBinaries {
             version,
             kwok: dir.join("kwok"),
@@ -595,6 +604,27 @@ impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
     }
+}
+
+/// Copies a KWOK stage from Go's module cache (filled by the build) into the binary cache.
+fn copy_stage_from_module_cache(version: &str, stage: &str, to: &Path) -> Result<()> {
+    let out = std::process::Command::new("go")
+        .args(["env", "GOMODCACHE"])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|source| Error::GoMissing {
+            component: "kwok's stages".into(),
+            source,
+        })?;
+    let from = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+        .join(format!("sigs.k8s.io/kwok@{version}/kustomize/stage"))
+        .join(stage);
+    std::fs::copy(&from, to).map_err(|source| Error::Io {
+        action: "copy KWOK stage (delete the kwok folder of the binary cache to rebuild it)",
+        path: from.clone(),
+        source,
+    })?;
+    Ok(())
 }
 
 fn go_module_dir(module_dir: &Path, module: &str) -> Result<PathBuf> {

@@ -130,7 +130,7 @@ pub enum Error {
         source: kube::Error,
     },
     /// A wait timed out.
-    #[error("timed out after {} waiting for {what}; last observed: {last}", hami_e2e_core::format_duration(*waited))]
+    #[error("timed out after {} waiting for {what}; last observed: {last}{events}", hami_e2e_core::format_duration(*waited))]
     WaitTimeout {
         /// What was awaited.
         what: String,
@@ -138,6 +138,38 @@ pub enum Error {
         waited: Duration,
         /// The last state seen.
         last: String,
+        /// `; events: ...` with the object's recent events, or empty.
+        events: String,
+    },
+    /// A wait ended before its timeout because what it awaits can no longer happen (the pod
+    /// awaited to run failed), or its watch failed for good (403 Forbidden).
+    #[error("gave up waiting for {what}: {reason}")]
+    WaitFailed {
+        /// What was awaited.
+        what: String,
+        /// Why it cannot happen.
+        reason: String,
+    },
+    /// A YAML document could not be parsed or applied.
+    #[error("invalid YAML document {index} of {source_name}: {message}")]
+    Yaml {
+        /// Where the YAML came from (a file, "inline YAML").
+        source_name: String,
+        /// The document's position, from 1.
+        index: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// A command run in a container could not be started or its stream broke.
+    #[error("failed to exec `{command}` in {container}")]
+    Exec {
+        /// The command line.
+        command: String,
+        /// `pod/namespace/name` and the container.
+        container: String,
+        /// kube's error (a `kube::Error`, or the streaming protocol's).
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// Invalid input from the caller.
     #[error("invalid {what}: {message}")]
@@ -158,6 +190,9 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Api { source, .. } => is_transient_kube(source),
+            Error::Exec { source, .. } => source
+                .downcast_ref::<kube::Error>()
+                .is_some_and(is_transient_kube),
             _ => false,
         }
     }

@@ -14,10 +14,7 @@ use crate::error::{Error, Result};
 /// [`Error::Kubeconfig`] naming the file (and context) when the file is missing or
 /// malformed, the context unknown, or the credentials unusable.
 pub async fn client_from_kubeconfig(path: &Path, context: Option<&str>) -> Result<kube::Client> {
-    let name = match context {
-        Some(c) => format!("`{}` (context `{c}`)", path.display()),
-        None => format!("`{}`", path.display()),
-    };
+    let name = describe(path, context);
     let invalid = |message: String| Error::Kubeconfig {
         source_name: name.clone(),
         message,
@@ -34,4 +31,12 @@ pub async fn client_from_kubeconfig(path: &Path, context: Option<&str>) -> Resul
         .await
         .map_err(|e| invalid(e.to_string()))?;
     kube::Client::try_from(config).map_err(|e| invalid(e.to_string()))
+}
+
+/// `` `path` (context `c`) ``, as errors name a kubeconfig.
+pub(crate) fn describe(path: &Path, context: Option<&str>) -> String {
+    match context {
+        Some(c) => format!("`{}` (context `{c}`)", path.display()),
+        None => format!("`{}`", path.display()),
+    }
 }

@@ -24,7 +24,7 @@ async fn kwok_is_built_once_with_its_stages() {
         "{}",
         version_of(&kwok.kwok)
     );
-    assert_eq!(kwok.stages.len(), 5);
+    assert_eq!(kwok.stages.len(), 6);
     for stage in &kwok.stages {
         let text = std::fs::read_to_string(stage).expect("stage copied");
         assert!(text.contains("kind: Stage"), "{}", stage.display());

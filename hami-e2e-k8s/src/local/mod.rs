@@ -158,6 +158,7 @@ pub struct LocalClusterOptions {
     scheduler: SchedulerConfig,
     start_timeout: Duration,
     apiserver_args: Vec<String>,
+    host_exec: bool,
 }
 
 impl Default for LocalClusterOptions {
@@ -171,6 +172,7 @@ impl Default for LocalClusterOptions {
             scheduler: SchedulerConfig::default(),
             start_timeout: Duration::from_secs(120),
             apiserver_args: Vec::new(),
+            host_exec: false,
         }
     }
 }
@@ -216,6 +218,18 @@ impl LocalClusterOptions {
     #[must_use]
     pub fn apiserver_arg(mut self, arg: impl Into<String>) -> Self {
         self.apiserver_args.push(arg.into());
+        self
+    }
+
+    /// Answers `exec` into any container of a fake node by running the command **on this
+    /// host**, in the folder [`LocalCluster::exec_dir`], and `logs` of any container with
+    /// the content of [`LocalCluster::pod_log_file`] (KWOK's `ClusterExec` and
+    /// `ClusterLogs`). Off by default: pods of fake nodes have no processes, and a test
+    /// should opt in to commands running on its host. The requests go through the real
+    /// API server and its streaming protocols, which is what this exists to test.
+    #[must_use]
+    pub fn host_exec(mut self, on: bool) -> Self {
+        self.host_exec = on;
         self
     }
 }
@@ -376,6 +390,9 @@ impl LocalCluster {
             Some(r) => r,
             None => KubernetesRelease::from_env()?,
         };
+        for node in &options.nodes {
+            node.to_node()?;
+        }
         let cache = options.cache.clone().unwrap_or_default();
         let (k8s, kwok) = futures::try_join!(cache.kubernetes(&release), cache.kwok())?;
         let mut attempt = 0;
@@ -539,6 +556,16 @@ impl LocalCluster {
                 kwok_config.push('\n');
             }
         }
+        if options.host_exec {
+            let exec_dir = dir.join("exec");
+            std::fs::create_dir_all(&exec_dir).map_err(|source| Error::Io {
+                action: "create folder",
+                path: exec_dir.clone(),
+                source,
+            })?;
+            write(&dir.join("pod.log"), "")?;
+            kwok_config.push_str(&host_exec_documents(&exec_dir, &dir.join("pod.log")));
+        }
         write(&dir.join("kwok.yaml"), &kwok_config)?;
         cluster.spawn(
             Component::Kwok,
@@ -701,6 +728,7 @@ impl LocalCluster {
                 what: format!("node/{} to be Ready", spec.name()),
                 waited: started.elapsed(),
                 last: "the node was deleted".into(),
+                events: String::new(),
             }),
             Ok(Err(e)) => Err(Error::Invalid {
                 what: format!("watch of node/{}", spec.name()),
@@ -716,6 +744,7 @@ impl LocalCluster {
                         log.display(),
                         process::log_tail(&log, 20)
                     ),
+                    events: String::new(),
                 })
             }
         }
@@ -774,6 +803,38 @@ impl LocalCluster {
             &config.to_json(&self.kubeconfig).to_string(),
         )?;
         self.restart(Component::Scheduler).await
+    }
+
+    /// Where commands run by `exec` into fake pods run, with
+    /// [`LocalClusterOptions::host_exec`].
+    pub fn exec_dir(&self) -> PathBuf {
+        self.dir.join("exec")
+    }
+
+    /// The file whose content `logs` of fake pods returns, with
+    /// [`LocalClusterOptions::host_exec`]: lines in the container runtime's format
+    /// (`<RFC 3339 time> stdout F <text>`); [`LocalCluster::set_pod_logs`] writes it.
+    pub fn pod_log_file(&self) -> PathBuf {
+        self.dir.join("pod.log")
+    }
+
+    /// Sets what `logs` of every fake pod returns (with
+    /// [`LocalClusterOptions::host_exec`]): `lines` on stdout, stamped now.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the file cannot be written.
+    pub fn set_pod_logs<I, S>(&self, lines: I) -> Result<()>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let now = k8s_openapi::jiff::Timestamp::now();
+        let text: String = lines
+            .into_iter()
+            .map(|l| format!("{now} stdout F {}\n", l.as_ref()))
+            .collect();
+        write(&self.pod_log_file(), &text)
     }
 
     /// The admin kubeconfig (absolute paths to the certificates): for `kubectl`, Helm,
@@ -862,4 +923,27 @@ impl Drop for LocalCluster {
         stop_all(&self.processes);
         let _ = self.remove_dir();
     }
+}
+
+/// KWOK's `ClusterExec` and `ClusterLogs` for every pod: commands run in `exec_dir` on the
+/// host, logs come from `log_file`.
+fn host_exec_documents(exec_dir: &Path, log_file: &Path) -> String {
+    let exec = serde_json::json!({
+        "apiVersion": "kwok.x-k8s.io/v1alpha1",
+        "kind": "ClusterExec",
+        "metadata": {"name": "hami-e2e-host-exec"},
+        "spec": {"execs": [{"local": {"workDir": exec_dir.display().to_string()}}]}
+    });
+    let logs = serde_json::json!({
+        "apiVersion": "kwok.x-k8s.io/v1alpha1",
+        "kind": "ClusterLogs",
+        "metadata": {"name": "hami-e2e-pod-logs"},
+        "spec": {"logs": [{
+            "logsFile": log_file.display().to_string(),
+            "previousLogsFile": log_file.display().to_string(),
+            "follow": false
+        }]}
+    });
+    // JSON is YAML: one document each.
+    format!("---\n{exec}\n---\n{logs}\n")
 }
