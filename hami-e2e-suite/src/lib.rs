@@ -1,22 +1,149 @@
 //! HAMi's official end-to-end scenarios, as a library that downstream forks extend.
 //!
-//! For now the suite holds scenarios that exercise the runner without a cluster, so that
-//! `cargo test -p hami-e2e-suite` runs on any machine; the suite issue replaces them with
-//! HAMi's scenarios on the local cluster or a real one.
+//! The suite runs against the cluster of `--kubeconfig`/`KUBECONFIG`, or, with neither, a
+//! local cluster it starts itself (see `hami_e2e_k8s::ClusterSource`). So far it holds
+//! scenarios that check the cluster itself and the runner; HAMi's scenarios follow.
+//!
+//! A fork adds its scenarios and keeps the command line:
+//!
+//! ```no_run
+//! // tests/e2e.rs of a fork, with `harness = false`
+//! fn main() -> std::process::ExitCode {
+//!     let mut scenarios = hami_e2e_suite::scenarios();
+//!     scenarios.push(std::sync::Arc::new(
+//!         hami_e2e_core::scenario("fork/extra").run(|_ctx| async { Ok(()) }),
+//!     ));
+//!     hami_e2e_suite::main_with(scenarios)
+//! }
+//! ```
 //!
 //! ```
 //! let names: Vec<String> = hami_e2e_suite::scenarios().iter().map(|s| s.name().to_string()).collect();
-//! assert!(names.contains(&"runner::steps".to_string()));
+//! assert!(names.contains(&"cluster::nodes-ready".to_string()));
 //! ```
 
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hami_e2e_core::{Failure, Scenario, ensure, scenario};
+use clap::Parser;
+use hami_e2e_core::{Failure, Requirement, Runner, Scenario, ensure, scenario};
+use hami_e2e_k8s::local::NodeSpec;
+use hami_e2e_k8s::{
+    ClusterArgs, ClusterFixture, ClusterSource, NamespaceFixture, PodBuilder, wait,
+};
+use k8s_openapi::api::core::v1::Node;
+
+/// The suite's command line: the runner's flags and the cluster's.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "hami-e2e-suite",
+    about = "HAMi's end-to-end tests (libtest-compatible: works under cargo test and cargo nextest)",
+    disable_version_flag = true
+)]
+pub struct SuiteArgs {
+    /// The runner's flags.
+    #[command(flatten)]
+    pub core: hami_e2e_core::Args,
+    /// The cluster's flags.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+/// The cluster the suite uses: `args`' kubeconfig, else a local cluster with fake nodes.
+pub fn cluster_source(args: &ClusterArgs) -> ClusterSource {
+    match ClusterSource::from_args(args) {
+        ClusterSource::Local(options) => ClusterSource::Local(
+            options
+                .node(NodeSpec::new("hami-e2e-node-0"))
+                .node(NodeSpec::new("hami-e2e-node-1")),
+        ),
+        other => other,
+    }
+}
+
+/// A runner with the suite's fixtures (the cluster, a namespace per scenario), the
+/// cluster's capabilities as the probe, and `scenarios`.
+pub fn runner(args: &SuiteArgs, scenarios: Vec<Arc<dyn Scenario>>) -> Runner {
+    hami_e2e_k8s::register_transient_errors();
+    Runner::new()
+        .fixture(
+            ClusterFixture::new(cluster_source(&args.cluster)).sweep(args.cluster.sweep_options()),
+        )
+        .fixture(NamespaceFixture::new(args.cluster.namespace_options()))
+        .probe(|ctx| async move {
+            let cluster = ctx.fixture::<ClusterFixture>().await?;
+            let caps = cluster.discover().await?.capabilities();
+            Ok(caps.with_fact("cluster", cluster.description()))
+        })
+        .scenarios(scenarios)
+}
+
+/// Parses the process's arguments and runs [`scenarios`]: the `main` of `tests/e2e.rs`.
+pub fn main() -> ExitCode {
+    main_with(scenarios())
+}
+
+/// Parses the process's arguments and runs `scenarios` (the suite's and a fork's own).
+pub fn main_with(scenarios: Vec<Arc<dyn Scenario>>) -> ExitCode {
+    let args = SuiteArgs::parse();
+    runner(&args, scenarios).main_with_args(&args.core)
+}
 
 /// The suite's scenarios.
 pub fn scenarios() -> Vec<Arc<dyn Scenario>> {
     vec![
+        Arc::new(
+            scenario("cluster/nodes-ready")
+                .label("smoke")
+                .run(|ctx| async move {
+                    let cluster = ctx.fixture::<ClusterFixture>().await?;
+                    let nodes = kube::Api::<Node>::all(cluster.client())
+                        .list(&Default::default())
+                        .await?;
+                    let ready = nodes
+                        .items
+                        .iter()
+                        .filter(|n| {
+                            n.status
+                                .as_ref()
+                                .and_then(|s| s.conditions.as_ref())
+                                .is_some_and(|cs| {
+                                    cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                                })
+                        })
+                        .count();
+                    ensure!(
+                        ready > 0,
+                        "no Ready node among {} in {}",
+                        nodes.items.len(),
+                        cluster.description()
+                    );
+                    Ok(())
+                }),
+        ),
+        Arc::new(
+            scenario("cluster/pod-runs-in-its-namespace")
+                .label("smoke")
+                .requires(Requirement::at_least("ready nodes", 1))
+                .run(|ctx| async move {
+                    let ns = ctx.fixture::<NamespaceFixture>().await?;
+                    let pod = PodBuilder::new("sleeper")
+                        .command(["sleep", "3600"])
+                        .tolerate_all()
+                        .build();
+                    ctx.step("create a pod", ns.apply(&pod)).await?;
+                    let running = ctx
+                        .step(
+                            "wait until it runs",
+                            wait::pod_running(&ns.api(), "sleeper", Duration::from_secs(120)),
+                        )
+                        .await?;
+                    let node = running.spec.and_then(|s| s.node_name).unwrap_or_default();
+                    ensure!(!node.is_empty(), "running without a node");
+                    Ok(())
+                }),
+        ),
         Arc::new(
             scenario("runner/steps")
                 .label("smoke")
