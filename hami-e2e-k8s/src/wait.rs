@@ -110,7 +110,7 @@ where
 /// Waits until `condition` holds for the object `name` of `api`, for at most `timeout`,
 /// and returns the object (or `None` when the condition was met by its absence).
 ///
-/// `what` completes the sentence "waiting for <kind> `name` in `ns` ...", e.g. `"to be
+/// `what` completes the sentence "waiting for `<kind> name in ns` ...", e.g. `"to be
 /// running"`.
 ///
 /// # Errors
