@@ -4,22 +4,24 @@
 //! local cluster it starts itself (see `hami_e2e_k8s::ClusterSource`). So far it holds
 //! scenarios that check the cluster itself and the runner; HAMi's scenarios follow.
 //!
-//! A fork adds its scenarios and keeps the command line:
+//! Every backend of the run's [`DeviceRegistry`](hami_e2e_devices::DeviceRegistry) gets the
+//! device scenarios (`devices::<vendor>::...`). A fork, or a vendor's crate, adds its backend
+//! and scenarios with [`Suite`] and keeps everything else, the command line included:
 //!
 //! ```no_run
 //! // tests/e2e.rs of a fork, with `harness = false`
 //! fn main() -> std::process::ExitCode {
-//!     let mut scenarios = hami_e2e_suite::scenarios();
-//!     scenarios.push(std::sync::Arc::new(
-//!         hami_e2e_core::scenario("fork/extra").run(|_ctx| async { Ok(()) }),
-//!     ));
-//!     hami_e2e_suite::main_with(scenarios)
+//!     hami_e2e_suite::Suite::new()
+//!         // .backend(my_vendor::MyBackend::default()).expect("a new vendor")
+//!         .scenario(hami_e2e_core::scenario("fork/extra").run(|_ctx| async { Ok(()) }))
+//!         .main()
 //! }
 //! ```
 //!
 //! ```
-//! let names: Vec<String> = hami_e2e_suite::scenarios().iter().map(|s| s.name().to_string()).collect();
+//! let names: Vec<String> = hami_e2e_suite::Suite::new().scenarios().iter().map(|s| s.name().to_string()).collect();
 //! assert!(names.contains(&"cluster::nodes-ready".to_string()));
+//! assert!(names.contains(&"devices::nvidia::fake-node".to_string()));
 //! ```
 
 use std::process::ExitCode;
@@ -28,11 +30,16 @@ use std::time::Duration;
 
 use clap::Parser;
 use hami_e2e_core::{Failure, Requirement, Runner, Scenario, ensure, scenario};
+use hami_e2e_devices::{DeviceBackend, DeviceInventory, DeviceRegistry};
 use hami_e2e_k8s::local::NodeSpec;
 use hami_e2e_k8s::{
     ClusterArgs, ClusterFixture, ClusterSource, NamespaceFixture, PodBuilder, wait,
 };
 use k8s_openapi::api::core::v1::Node;
+
+mod devices;
+
+pub use devices::{DevicesFixture, LOCAL_CLUSTER};
 
 /// The suite's command line: the runner's flags and the cluster's.
 #[derive(Debug, Clone, Parser)]
@@ -62,35 +69,129 @@ pub fn cluster_source(args: &ClusterArgs) -> ClusterSource {
     }
 }
 
-/// A runner with the suite's fixtures (the cluster, a namespace per scenario), the
-/// cluster's capabilities as the probe, and `scenarios`.
-pub fn runner(args: &SuiteArgs, scenarios: Vec<Arc<dyn Scenario>>) -> Runner {
-    hami_e2e_k8s::register_transient_errors();
-    Runner::new()
-        .fixture(
-            ClusterFixture::new(cluster_source(&args.cluster)).sweep(args.cluster.sweep_options()),
-        )
-        .fixture(NamespaceFixture::new(args.cluster.namespace_options()))
-        .probe(|ctx| async move {
-            let cluster = ctx.fixture::<ClusterFixture>().await?;
-            let caps = cluster.discover().await?.capabilities();
-            Ok(caps.with_fact("cluster", cluster.description()))
-        })
-        .scenarios(scenarios)
+/// The suite: its scenarios, the device backends they run for, and a fork's additions.
+#[must_use]
+pub struct Suite {
+    registry: DeviceRegistry,
+    extra: Vec<Arc<dyn Scenario>>,
 }
 
-/// Parses the process's arguments and runs [`scenarios`]: the `main` of `tests/e2e.rs`.
+impl std::fmt::Debug for Suite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Suite")
+            .field("backends", &self.registry.vendors())
+            .field(
+                "extra",
+                &self
+                    .extra
+                    .iter()
+                    .map(|s| s.name().to_string())
+                    .collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl Default for Suite {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Suite {
+    /// The suite with the built-in backends (NVIDIA, Cambricon, Hygon, Ascend).
+    pub fn new() -> Self {
+        Self {
+            registry: DeviceRegistry::builtin(),
+            extra: Vec::new(),
+        }
+    }
+
+    /// Adds a vendor's backend: the device scenarios run for it too.
+    ///
+    /// # Errors
+    ///
+    /// When a backend of the same vendor name is registered already.
+    pub fn backend(
+        mut self,
+        backend: impl DeviceBackend + 'static,
+    ) -> Result<Self, hami_e2e_devices::Error> {
+        self.registry.register(backend)?;
+        Ok(self)
+    }
+
+    /// Replaces the registry of backends.
+    pub fn registry(mut self, registry: DeviceRegistry) -> Self {
+        self.registry = registry;
+        self
+    }
+
+    /// Adds a scenario of a fork's own.
+    pub fn scenario(mut self, scenario: impl Scenario) -> Self {
+        self.extra.push(Arc::new(scenario));
+        self
+    }
+
+    /// Every scenario: the suite's, each backend's, and the added ones.
+    pub fn scenarios(&self) -> Vec<Arc<dyn Scenario>> {
+        let mut all = scenarios();
+        all.extend(devices::backend_scenarios(&self.registry));
+        all.extend(self.extra.iter().cloned());
+        all
+    }
+
+    /// A runner with the suite's fixtures (the cluster, a namespace per scenario, the
+    /// backends), the cluster's capabilities as the probe, and every scenario.
+    pub fn runner(self, args: &SuiteArgs) -> Runner {
+        let scenarios = self.scenarios();
+        hami_e2e_k8s::register_transient_errors();
+        let registry = Arc::new(self.registry);
+        let probe_registry = Arc::clone(&registry);
+        Runner::new()
+            .fixture(
+                ClusterFixture::new(cluster_source(&args.cluster))
+                    .sweep(args.cluster.sweep_options()),
+            )
+            .fixture(NamespaceFixture::new(args.cluster.namespace_options()))
+            .fixture(DevicesFixture::new(registry))
+            .probe(move |ctx| {
+                let registry = Arc::clone(&probe_registry);
+                async move {
+                    let cluster = ctx.fixture::<ClusterFixture>().await?;
+                    let info = cluster.discover().await?;
+                    let mut caps = info
+                        .capabilities()
+                        .with_fact("cluster", cluster.description());
+                    if cluster.local().is_some() {
+                        caps = caps.with_flag(LOCAL_CLUSTER);
+                    }
+                    let nodes = kube::Api::<Node>::all(cluster.client())
+                        .list(&Default::default())
+                        .await?;
+                    let (inventory, errors) = DeviceInventory::from_nodes(&registry, &nodes.items);
+                    for e in errors {
+                        tracing::warn!(error = %e, "a node's device data does not parse");
+                    }
+                    // Devices on a cluster the run did not start are real ones.
+                    Ok(inventory.record(caps, cluster.local().is_none()))
+                }
+            })
+            .scenarios(scenarios)
+    }
+
+    /// Parses the process's arguments and runs: the `main` of a `harness = false` target.
+    pub fn main(self) -> ExitCode {
+        let args = SuiteArgs::parse();
+        self.runner(&args).main_with_args(&args.core)
+    }
+}
+
+/// Parses the process's arguments and runs the suite: the `main` of `tests/e2e.rs`.
 pub fn main() -> ExitCode {
-    main_with(scenarios())
+    Suite::new().main()
 }
 
-/// Parses the process's arguments and runs `scenarios` (the suite's and a fork's own).
-pub fn main_with(scenarios: Vec<Arc<dyn Scenario>>) -> ExitCode {
-    let args = SuiteArgs::parse();
-    runner(&args, scenarios).main_with_args(&args.core)
-}
-
-/// The suite's scenarios.
+/// The suite's own scenarios that do not depend on a device backend.
 pub fn scenarios() -> Vec<Arc<dyn Scenario>> {
     vec![
         Arc::new(

@@ -1,0 +1,78 @@
+//! Errors of `hami-e2e-helm`, each naming the object, file or command and the cause.
+
+use std::path::PathBuf;
+
+/// Errors of `hami-e2e-helm`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An error of the Kubernetes layer (API calls, waits, the local cluster, the binary
+    /// cache).
+    #[error(transparent)]
+    K8s(#[from] hami_e2e_k8s::Error),
+    /// An error of a device backend.
+    #[error(transparent)]
+    Devices(#[from] hami_e2e_devices::Error),
+    /// A HAMi version that no Go module in this release pins.
+    #[error("HAMi version `{requested}` is not supported; supported: {supported}")]
+    UnsupportedHamiVersion {
+        /// What was asked for (`HAMI_E2E_HAMI_VERSION`).
+        requested: String,
+        /// The versions pinned in `go/`.
+        supported: String,
+    },
+    /// A file or folder could not be read or written.
+    #[error("cannot {action} `{}`", path.display())]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The file or folder.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A binary given by the user (`HAMI_E2E_HAMI_SCHEDULER`, `HAMI_E2E_HELM`) is unusable.
+    #[error("the {what} binary `{}` (from {origin}) is unusable: {message}", path.display())]
+    BadBinary {
+        /// Which binary.
+        what: &'static str,
+        /// Its path.
+        path: PathBuf,
+        /// Where the path came from (an environment variable, PATH).
+        origin: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The HAMi scheduler process failed to start or exited.
+    #[error("the HAMi scheduler {when}; last lines of {}:\n{log_tail}", log.display())]
+    Scheduler {
+        /// "exited during start-up (exit status 1)", "was not ready after 60s".
+        when: String,
+        /// Its log file.
+        log: PathBuf,
+        /// The end of its log.
+        log_tail: String,
+    },
+    /// Invalid input from the caller.
+    #[error("invalid {what}: {message}")]
+    Invalid {
+        /// What was invalid.
+        what: String,
+        /// Why.
+        message: String,
+    },
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Whether retrying may help (transient API errors only).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::K8s(e) => e.is_transient(),
+            _ => false,
+        }
+    }
+}
