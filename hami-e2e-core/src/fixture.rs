@@ -106,7 +106,9 @@ pub trait Fixture: Send + Sync + 'static {
 
     /// Collects diagnostics when the scenario failed, before teardown (events, logs).
     /// Write files into [`TeardownContext::artifacts_dir`] or attach text with
-    /// [`TeardownContext::attach`].
+    /// [`TeardownContext::attach`]. Runs for the scenario's own fixtures and for the
+    /// run-scoped fixtures the scenario used (so a shared Helm release reports its state
+    /// into each failed scenario's artifacts).
     fn on_failure(
         &self,
         value: &Self::Output,
@@ -223,9 +225,28 @@ pub(crate) struct ScenarioShared {
     pub(crate) attachments: Mutex<Vec<crate::event::Attachment>>,
     pub(crate) artifacts_dir: PathBuf,
     pub(crate) artifacts_used: std::sync::atomic::AtomicBool,
+    /// Run-scoped fixtures this scenario used: their `on_failure` runs when it fails.
+    pub(crate) run_fixtures: Mutex<Vec<UsedFixture>>,
 }
 
+/// A run-scoped fixture a scenario used, with its value.
+pub(crate) type UsedFixture = (TypeId, Arc<dyn ErasedFixture>, AnyValue);
+
 impl ScenarioShared {
+    /// Runs `on_failure` of the scenario's fixtures (newest first), then of the run-scoped
+    /// fixtures it used (a Helm release, a cluster).
+    pub(crate) async fn on_failure(&self, ctx: &TeardownContext) {
+        self.scope.on_failure(ctx).await;
+        let used: Vec<_> = lock(&self.run_fixtures)
+            .iter()
+            .rev()
+            .map(|(_, f, v)| (f.clone(), v.clone()))
+            .collect();
+        for (fixture, value) in used {
+            fixture.on_failure(&value, ctx).await;
+        }
+    }
+
     pub(crate) fn artifacts_dir(&self) -> std::io::Result<PathBuf> {
         std::fs::create_dir_all(&self.artifacts_dir)?;
         self.artifacts_used
@@ -499,7 +520,7 @@ async fn obtain_erased(
                         .as_ref()
                         .map_or_else(|| ctx.run.cancel.clone(), |s| s.cancel.clone()),
                 };
-                let handle = tokio::spawn(setup_with_retries(fixture, child, scope));
+                let handle = tokio::spawn(setup_with_retries(fixture.clone(), child, scope));
                 let abort = handle.abort_handle();
                 let task_name = name.clone();
                 let shared = async move {
@@ -521,7 +542,14 @@ async fn obtain_erased(
             }
         }
     };
-    cell.await
+    let value = cell.await?;
+    if let (Scope::Run, Some(s)) = (scope, &ctx.scenario) {
+        let mut used = lock(&s.run_fixtures);
+        if !used.iter().any(|(t, _, _)| *t == id) {
+            used.push((id, fixture.clone(), value.clone()));
+        }
+    }
+    Ok(value)
 }
 
 async fn setup_with_retries(

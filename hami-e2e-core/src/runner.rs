@@ -810,6 +810,7 @@ async fn run_scenario(
             attachments: Mutex::new(Vec::new()),
             artifacts_dir: dir,
             artifacts_used: AtomicBool::new(false),
+            run_fixtures: Mutex::new(Vec::new()),
         });
         let ctx = Context {
             run: run.clone(),
@@ -851,7 +852,7 @@ async fn run_scenario(
             run_id: run.run_id.clone(),
         };
         if result.is_err()
-            && tokio::time::timeout(config.teardown_timeout, shared.scope.on_failure(&tctx))
+            && tokio::time::timeout(config.teardown_timeout, shared.on_failure(&tctx))
                 .await
                 .is_err()
         {

@@ -692,3 +692,47 @@ async fn run_fixture_teardown_errors_fail_the_run() {
     );
     assert!(!conclusion.success());
 }
+
+/// A run-scoped fixture that records the scenarios whose failure it was asked to report.
+struct Reporting(Log);
+
+impl Fixture for Reporting {
+    type Output = ();
+    fn scope(&self) -> Scope {
+        Scope::Run
+    }
+    async fn setup(&self, _: &FixtureContext) -> Result<(), Failure> {
+        Ok(())
+    }
+    async fn on_failure(&self, _: &(), ctx: &TeardownContext) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(ctx.scenario().unwrap_or("<run>").to_string());
+        ctx.attach("shared state", "what the run-scoped fixture saw");
+    }
+}
+
+#[tokio::test]
+async fn run_scoped_fixtures_report_into_the_failed_scenarios_that_used_them() {
+    let log: Log = Arc::default();
+    let runner = Runner::new()
+        .fixture(Reporting(log.clone()))
+        .scenario(scenario("uses-and-fails").run(|ctx| async move {
+            ctx.fixture::<Reporting>().await?;
+            bail!("failing")
+        }))
+        .scenario(scenario("uses-and-passes").run(|ctx| async move {
+            ctx.fixture::<Reporting>().await?;
+            Ok(())
+        }))
+        .scenario(scenario("fails-without-it").run(|_| async { bail!("failing") }));
+    let summary = run(runner, config()).await;
+    assert_eq!(*log.lock().unwrap(), ["uses-and-fails"]);
+    let report = summary
+        .scenarios
+        .iter()
+        .find(|s| s.scenario == "uses-and-fails")
+        .unwrap();
+    assert!(report.attachments.iter().any(|a| a.title == "shared state"));
+}
