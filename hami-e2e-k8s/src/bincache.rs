@@ -10,11 +10,16 @@
 //! Prebuilt binaries are used instead when `HAMI_E2E_BIN_DIR` names a folder holding them,
 //! or when they are on `PATH`, provided `--version` reports the pinned version.
 //!
+//! Other layers build their own Go binaries (the HAMi scheduler, helm) the same way: they
+//! describe a pinned module as a [`GoModule`] and call [`BinaryCache::build_go`]; the
+//! module's files (HAMi's Helm chart) are found with [`BinaryCache::go_module_source`].
+//!
 //! Layout (`HAMI_E2E_CACHE_DIR`, default `~/.cache/hami-e2e`):
 //!
 //! ```text
 //! bin/kubernetes-v1.37.2/{kube-apiserver,kube-controller-manager,kube-scheduler,etcd,.complete}
 //! bin/kwok-v0.8.0/{kwok,stages/*.yaml,.complete}
+//! bin/<component>-<version>/{<outputs of GoModule::builds>,.complete}
 //! src/<component>-<version>/{go.mod,go.sum,tools.go}   the module the build ran in
 //! logs/<component>-<version>.log                       go's output
 //! ```
@@ -187,18 +192,147 @@ pub fn default_cache_dir() -> PathBuf {
     }
 }
 
-struct Build<'a> {
-    packages: Vec<&'a str>,
-    /// `-o` target: a folder (ends with `/`) or a file name inside the output folder.
-    output: &'a str,
-    ldflags: String,
+/// One `go build` run of a [`GoModule`]: packages, where they go, linker flags, cgo.
+///
+/// ```
+/// use hami_e2e_k8s::bincache::GoBuild;
+///
+/// let build = GoBuild::new(["github.com/Project-HAMi/HAMi/cmd/scheduler"], "scheduler")
+///     .ldflags("-s -w")
+///     .cgo(true);
+/// assert_eq!(build.output, "scheduler");
+/// assert!(build.cgo);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GoBuild {
+    /// The main packages to build (`k8s.io/kubernetes/cmd/kube-apiserver`).
+    pub packages: Vec<String>,
+    /// `go build -o` target inside the output folder: a file name (`etcd`), or `./` to put
+    /// every package's binary there under its own name.
+    pub output: String,
+    /// `-ldflags`, e.g. `-s -w -X pkg.version=v1.0.0`.
+    pub ldflags: String,
+    /// Whether cgo is on (`CGO_ENABLED=1`, needs the machine's C compiler). Off by default.
+    pub cgo: bool,
 }
 
-struct Spec<'a> {
-    component: &'static str,
-    version: String,
-    files: [(&'static str, &'a str); 3],
-    builds: Vec<Build<'a>>,
+impl GoBuild {
+    /// Builds `packages` into `output` (see [`GoBuild::output`]), with `-s -w` and no cgo.
+    pub fn new(
+        packages: impl IntoIterator<Item = impl Into<String>>,
+        output: impl Into<String>,
+    ) -> Self {
+        Self {
+            packages: packages.into_iter().map(Into::into).collect(),
+            output: output.into(),
+            ldflags: "-s -w".into(),
+            cgo: false,
+        }
+    }
+
+    /// Sets the linker flags (replacing the default `-s -w`).
+    #[must_use]
+    pub fn ldflags(mut self, ldflags: impl Into<String>) -> Self {
+        self.ldflags = ldflags.into();
+        self
+    }
+
+    /// Turns cgo on or off.
+    #[must_use]
+    pub fn cgo(mut self, cgo: bool) -> Self {
+        self.cgo = cgo;
+        self
+    }
+
+    /// What the progress lines call this build: the output's name, or the packages' last
+    /// path elements when the output is a folder.
+    fn label(&self) -> String {
+        if self.output.ends_with('/') {
+            self.packages
+                .iter()
+                .map(|p| p.rsplit('/').next().unwrap_or(p))
+                .collect::<Vec<_>>()
+                .join(", ")
+        } else {
+            self.output.clone()
+        }
+    }
+}
+
+/// A Go module pinned in the repository (its `go.mod`, `go.sum` and a `tools.go` importing
+/// the main packages), and the binaries to build from it.
+///
+/// [`BinaryCache::build_go`] builds it once into `bin/<component>-<version>/`.
+///
+/// ```
+/// use hami_e2e_k8s::bincache::{GoBuild, GoModule};
+///
+/// let module = GoModule::new(
+///     "helm",
+///     "v3.22.0",
+///     "module example.com/pins/helm\n\ngo 1.26.0\n\nrequire helm.sh/helm/v3 v3.22.0\n",
+///     "",
+///     "//go:build tools\n\npackage tools\n\nimport _ \"helm.sh/helm/v3/cmd/helm\"\n",
+/// )
+/// .build(GoBuild::new(["helm.sh/helm/v3/cmd/helm"], "helm"));
+/// assert_eq!(module.key(), "helm-v3.22.0");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GoModule {
+    /// The cache folder's name before the version (`kubernetes`, `hami-scheduler`).
+    pub component: String,
+    /// The version in the cache folder's name (`v1.37.2`).
+    pub version: String,
+    /// The module's `go.mod`.
+    pub go_mod: String,
+    /// The module's `go.sum`, complete: builds run with `-mod=readonly`.
+    pub go_sum: String,
+    /// A `//go:build tools` file importing the main packages, so `go mod tidy` keeps them.
+    pub tools_go: String,
+    /// The `go build` runs, in order, into the same output folder.
+    pub builds: Vec<GoBuild>,
+}
+
+impl GoModule {
+    /// A module with no builds yet (add them with [`GoModule::build`]).
+    pub fn new(
+        component: impl Into<String>,
+        version: impl Into<String>,
+        go_mod: impl Into<String>,
+        go_sum: impl Into<String>,
+        tools_go: impl Into<String>,
+    ) -> Self {
+        Self {
+            component: component.into(),
+            version: version.into(),
+            go_mod: go_mod.into(),
+            go_sum: go_sum.into(),
+            tools_go: tools_go.into(),
+            builds: Vec::new(),
+        }
+    }
+
+    /// Adds a `go build` run.
+    #[must_use]
+    pub fn build(mut self, build: GoBuild) -> Self {
+        self.builds.push(build);
+        self
+    }
+
+    /// `<component>-<version>`: the name of its folders in the cache.
+    pub fn key(&self) -> String {
+        format!("{}-{}", self.component, self.version)
+    }
+
+    fn files(&self) -> [(&'static str, &str); 3] {
+        [
+            ("go.mod", &self.go_mod),
+            ("go.sum", &self.go_sum),
+            ("tools.go", &self.tools_go),
+        ]
+    }
 }
 
 fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
@@ -315,32 +449,26 @@ impl BinaryCache {
         ]
         .iter()
         .fold("-s -w".to_string(), |acc, x| format!("{acc} -X {x}"));
-        let spec = Spec {
-            component: "kubernetes",
-            version: version.clone(),
-            files: [
-                ("go.mod", release.go_mod),
-                ("go.sum", release.go_sum),
-                ("tools.go", release.tools_go),
-            ],
-            builds: vec![
-                Build {
-                    packages: vec![
-                        "k8s.io/kubernetes/cmd/kube-apiserver",
-                        "k8s.io/kubernetes/cmd/kube-controller-manager",
-                        "k8s.io/kubernetes/cmd/kube-scheduler",
-                    ],
-                    output: "./",
-                    ldflags,
-                },
-                Build {
-                    packages: vec!["go.etcd.io/etcd/server/v3"],
-                    output: "etcd",
-                    ldflags: "-s -w".into(),
-                },
-            ],
-        };
-        let dir = self.ensure(&spec, |_, _| Ok(())).await?;
+        let module = GoModule::new(
+            "kubernetes",
+            version.clone(),
+            release.go_mod,
+            release.go_sum,
+            release.tools_go,
+        )
+        .build(
+            GoBuild::new(
+                [
+                    "k8s.io/kubernetes/cmd/kube-apiserver",
+                    "k8s.io/kubernetes/cmd/kube-controller-manager",
+                    "k8s.io/kubernetes/cmd/kube-scheduler",
+                ],
+                "./",
+            )
+            .ldflags(ldflags),
+        )
+        .build(GoBuild::new(["go.etcd.io/etcd/server/v3"], "etcd"));
+        let dir = self.ensure(&module, |_, _| Ok(())).await?;
         Ok(KubernetesBinaries {
             version,
             apiserver: dir.join("kube-apiserver"),
@@ -359,22 +487,16 @@ impl BinaryCache {
         let version = required_version(KWOK_GO_MOD, "sigs.k8s.io/kwok")
             .expect("go/kwok/go.mod requires kwok")
             .to_string();
-        let spec = Spec {
-            component: "kwok",
-            version: version.clone(),
-            files: [
-                ("go.mod", KWOK_GO_MOD),
-                ("go.sum", KWOK_GO_SUM),
-                ("tools.go", KWOK_TOOLS_GO),
-            ],
-            builds: vec![Build {
-                packages: vec!["sigs.k8s.io/kwok/cmd/kwok"],
-                output: "kwok",
-                ldflags: "-s -w".into(),
-            }],
-        };
+        let module = GoModule::new(
+            "kwok",
+            version.clone(),
+            KWOK_GO_MOD,
+            KWOK_GO_SUM,
+            KWOK_TOOLS_GO,
+        )
+        .build(GoBuild::new(["sigs.k8s.io/kwok/cmd/kwok"], "kwok"));
         let dir = self
-            .ensure(&spec, |module_dir, out| {
+            .ensure(&module, |module_dir, out| {
                 let kwok_dir = go_module_dir(module_dir, "sigs.k8s.io/kwok")?;
                 let stages = out.join("stages");
                 std::fs::create_dir_all(&stages).map_err(io("create folder", &stages))?;
@@ -406,12 +528,95 @@ impl BinaryCache {
         })
     }
 
+    /// Builds `module`'s binaries into `bin/<component>-<version>/` and returns that folder,
+    /// or returns it at once when an earlier build completed it. Runs `go build -trimpath`
+    /// with `-mod=readonly`, `GOWORK=off` and the machine's `GOCACHE`, `GOPROXY` and C
+    /// compiler (for [`GoBuild::cgo`]); concurrent processes share one build through a
+    /// lock file; a first build prints a progress line per [`GoBuild`] with its elapsed time.
+    ///
+    /// ```no_run
+    /// # async fn f(go_mod: &str, go_sum: &str, tools_go: &str) -> hami_e2e_k8s::Result<()> {
+    /// use hami_e2e_k8s::bincache::{BinaryCache, GoBuild, GoModule};
+    ///
+    /// // The pins are usually compiled in: `include_str!("../../go/helm/go.mod")`.
+    /// let module = GoModule::new("helm", "v3.22.0", go_mod, go_sum, tools_go)
+    /// .build(GoBuild::new(["helm.sh/helm/v3/cmd/helm"], "helm"));
+    /// let dir = BinaryCache::default().build_go(&module).await?;
+    /// assert!(dir.join("helm").is_file());
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::GoMissing`] without `go`, [`Error::GoBuild`] with the end of `go`'s output
+    /// (the whole of it is in `logs/<component>-<version>.log`), [`Error::Io`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancelling kills `go` and leaves at most a `.partial` folder that the next build
+    /// replaces.
+    pub async fn build_go(&self, module: &GoModule) -> Result<PathBuf> {
+        self.ensure(module, |_, _| Ok(())).await
+    }
+
+    /// The folder of `module_path`'s source in Go's module cache, at the version `module`
+    /// pins (`go mod download`, then `go list -m -f {{.Dir}}` in the module's folder under
+    /// `src/`). Use it to read files a module ships besides Go code, such as HAMi's Helm
+    /// chart. Builds nothing.
+    ///
+    /// ```no_run
+    /// # async fn f(module: hami_e2e_k8s::bincache::GoModule) -> hami_e2e_k8s::Result<()> {
+    /// use hami_e2e_k8s::bincache::BinaryCache;
+    ///
+    /// let hami = BinaryCache::default()
+    ///     .go_module_source(&module, "github.com/Project-HAMi/HAMi")
+    ///     .await?;
+    /// assert!(hami.join("charts/hami/Chart.yaml").is_file());
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::GoMissing`] without `go`; [`Error::GoBuild`] when `go` cannot download the
+    /// module (its output says why: proxy refusal, checksum mismatch, unknown version);
+    /// [`Error::Io`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: `go` is killed; a partial download is Go's to resume.
+    pub async fn go_module_source(&self, module: &GoModule, module_path: &str) -> Result<PathBuf> {
+        let module_dir = self.root.join("src").join(module.key());
+        std::fs::create_dir_all(&module_dir).map_err(io("create folder", &module_dir))?;
+        for (name, content) in module.files() {
+            let path = module_dir.join(name);
+            // Rewriting identical files could disturb a build running in the folder.
+            if std::fs::read_to_string(&path).ok().as_deref() != Some(content) {
+                std::fs::write(&path, content).map_err(io("write", &path))?;
+            }
+        }
+        let what = format!("the source of {module_path} for {}", module.component);
+        let go = |args: &'static [&'static str]| {
+            run_go_query(&module_dir, args, module_path, &what, &module.version)
+        };
+        go(&["mod", "download"]).await?;
+        let dir = go(&["list", "-m", "-f", "{{.Dir}}"]).await?;
+        if dir.is_empty() {
+            return Err(Error::GoBuild {
+                component: format!("{what} (`go list -m -f {{{{.Dir}}}} {module_path}`)"),
+                version: module.version.clone(),
+                status: "0, but no folder".into(),
+                output: String::new(),
+            });
+        }
+        Ok(PathBuf::from(dir))
+    }
+
     async fn ensure(
         &self,
-        spec: &Spec<'_>,
+        spec: &GoModule,
         post: impl Fn(&Path, &Path) -> Result<()>,
     ) -> Result<PathBuf> {
-        let key = format!("{}-{}", spec.component, spec.version);
+        let key = spec.key();
         let bin = self.root.join("bin");
         let dir = bin.join(&key);
         let complete = dir.join(".complete");
@@ -447,7 +652,7 @@ impl BinaryCache {
 
     async fn build_locked(
         &self,
-        spec: &Spec<'_>,
+        spec: &GoModule,
         key: &str,
         dir: &Path,
         post: impl Fn(&Path, &Path) -> Result<()>,
@@ -480,7 +685,7 @@ impl BinaryCache {
         };
         let module_dir = self.root.join("src").join(key);
         std::fs::create_dir_all(&module_dir).map_err(io("create folder", &module_dir))?;
-        for (name, content) in spec.files {
+        for (name, content) in spec.files() {
             let path = module_dir.join(name);
             std::fs::write(&path, content).map_err(io("write", &path))?;
         }
@@ -492,8 +697,13 @@ impl BinaryCache {
         std::fs::create_dir_all(&partial).map_err(io("create folder", &partial))?;
 
         let started = Instant::now();
+        let note = if spec.component == "kubernetes" {
+            "first run only; a cold build of Kubernetes takes 5-30 minutes on 2 cores"
+        } else {
+            "first run only"
+        };
         eprintln!(
-            "hami-e2e: building {} {} with {go_version} into {} (first run only; a cold build of Kubernetes takes 5-30 minutes on 2 cores)",
+            "hami-e2e: building {} {} with {go_version} into {} ({note})",
             spec.component,
             spec.version,
             dir.display()
@@ -501,22 +711,12 @@ impl BinaryCache {
         let mut log_text = String::new();
         for build in &spec.builds {
             let step_started = Instant::now();
-            let what = build
-                .packages
-                .iter()
-                .map(|p| p.rsplit('/').next().unwrap_or(p))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let what = if what == "v3" {
-                "etcd".to_string()
-            } else {
-                what
-            };
+            let what = build.label();
             eprintln!("hami-e2e:   go build {what} ...");
             let output = if build.output.ends_with('/') {
                 format!("{}/", partial.display())
             } else {
-                partial.join(build.output).display().to_string()
+                partial.join(&build.output).display().to_string()
             };
             let mut cmd = tokio::process::Command::new("go");
             cmd.current_dir(&module_dir)
@@ -529,7 +729,7 @@ impl BinaryCache {
                     &output,
                 ])
                 .args(&build.packages)
-                .env("CGO_ENABLED", "0")
+                .env("CGO_ENABLED", if build.cgo { "1" } else { "0" })
                 .env("GOWORK", "off")
                 .env("GOFLAGS", "-mod=readonly")
                 .stdin(Stdio::null())
@@ -537,7 +737,7 @@ impl BinaryCache {
                 .stderr(Stdio::piped())
                 .kill_on_drop(true);
             let child = cmd.spawn().map_err(|source| Error::GoMissing {
-                component: spec.component.into(),
+                component: spec.component.clone(),
                 source,
             })?;
             let mut wait = AbortOnDrop(tokio::spawn(child.wait_with_output()));
@@ -553,7 +753,7 @@ impl BinaryCache {
                 .map_err(std::io::Error::other)
                 .and_then(|o| o)
                 .map_err(|source| Error::GoMissing {
-                    component: spec.component.into(),
+                    component: spec.component.clone(),
                     source,
                 })?;
             let status = out.status;
@@ -569,7 +769,7 @@ impl BinaryCache {
             let _ = std::fs::write(&log_path, &log_text);
             if !status.success() {
                 return Err(Error::GoBuild {
-                    component: spec.component.into(),
+                    component: spec.component.clone(),
                     version: spec.version.clone(),
                     status: status.to_string(),
                     output: tail(&text, 30),
@@ -595,6 +795,39 @@ impl BinaryCache {
         );
         Ok(dir.to_path_buf())
     }
+}
+
+/// Runs `go <args> <module_path>` in `module_dir` and returns its trimmed standard output.
+async fn run_go_query(
+    module_dir: &Path,
+    args: &[&str],
+    module_path: &str,
+    what: &str,
+    version: &str,
+) -> Result<String> {
+    let out = tokio::process::Command::new("go")
+        .current_dir(module_dir)
+        .args(args)
+        .arg(module_path)
+        .env("GOWORK", "off")
+        .env("GOFLAGS", "-mod=readonly")
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|source| Error::GoMissing {
+            component: what.to_string(),
+            source,
+        })?;
+    if !out.status.success() {
+        return Err(Error::GoBuild {
+            component: format!("{what} (`go {} {module_path}`)", args.join(" ")),
+            version: version.to_string(),
+            status: out.status.to_string(),
+            output: tail(&String::from_utf8_lossy(&out.stderr), 30),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 /// Aborts the task (and so kills `go`, spawned with `kill_on_drop`) when the build is cancelled.

@@ -21,9 +21,7 @@ pub enum Error {
         source: std::io::Error,
     },
     /// `go build` failed.
-    #[error(
-        "building {component} {version} with Go failed (exit {status}); last output:\n{output}"
-    )]
+    #[error("building {component} {version} with Go failed ({status}); last output:\n{output}")]
     GoBuild {
         /// What was built.
         component: String,
