@@ -13,6 +13,16 @@ pub enum Error {
     /// An error of a device backend.
     #[error(transparent)]
     Devices(#[from] hami_e2e_devices::Error),
+    /// A `helm` command failed.
+    #[error("`{command}` failed ({status}): {stderr}")]
+    Helm {
+        /// The command line (values are in a file, so no secrets are in it).
+        command: String,
+        /// Its exit status, or how long it ran before it was killed.
+        status: String,
+        /// What Helm printed on stderr.
+        stderr: String,
+    },
     /// A HAMi version that no Go module in this release pins.
     #[error("HAMi version `{requested}` is not supported; supported: {supported}")]
     UnsupportedHamiVersion {

@@ -1,0 +1,266 @@
+//! HAMi installed with Helm as a run-scoped fixture, and the clean-up of what HAMi leaves on
+//! nodes.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hami_e2e_core::{Failure, Fixture, FixtureContext, Scope, TeardownContext};
+use hami_e2e_k8s::ClusterFixture;
+use k8s_openapi::api::core::v1::Node;
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+
+use crate::error::{Error, Result};
+use crate::release::{Chart, HelmRelease};
+
+/// Nodes with this label carry devices the fake device agent registered; the clean-up
+/// after an uninstall leaves their register annotations alone.
+pub const FAKE_DEVICES_LABEL: &str = "hami-e2e.io/fake-devices";
+
+/// Node annotations HAMi's scheduler and device plugins write: the node lock, handshakes
+/// and device registers (prefix match for the per-vendor ones).
+pub const HAMI_NODE_ANNOTATIONS: &[&str] = &[
+    "hami.io/mutex.lock",
+    "hami.io/node-handshake",
+    "hami.io/node-nvidia-register",
+    "hami.io/node-nvidia-score",
+    "hami.io/node-dcu-register",
+    "hami.io/node-register-",
+    "cambricon.com/dsmlu.lock",
+];
+
+/// Whether `key` is one of [`HAMI_NODE_ANNOTATIONS`], and whether it is a register (which
+/// fake nodes keep).
+fn classify(key: &str) -> Option<bool> {
+    let register = key.contains("register") || key.ends_with("-score");
+    let ours = HAMI_NODE_ANNOTATIONS.iter().any(|p| {
+        key == *p || (p.ends_with('-') && key.starts_with(p)) || key.starts_with(&format!("{p}-"))
+    });
+    ours.then_some(register)
+}
+
+/// Removes the annotations HAMi leaves on nodes (node locks, handshakes, and device
+/// registers its device plugins wrote), and returns `(node, key)` of each. Nodes labelled
+/// [`FAKE_DEVICES_LABEL`] keep their registers: the fake device agent owns them.
+///
+/// # Errors
+///
+/// [`Error::K8s`] when nodes cannot be listed or patched.
+///
+/// # Cancel safety
+///
+/// Cancel safe; some nodes may have been cleaned.
+pub async fn clean_node_annotations(client: &kube::Client) -> Result<Vec<(String, String)>> {
+    let api: Api<Node> = Api::all(client.clone());
+    let nodes = api
+        .list(&Default::default())
+        .await
+        .map_err(|source| hami_e2e_k8s::Error::Api {
+            action: "list",
+            object: "nodes".into(),
+            source,
+        })?;
+    let mut removed = Vec::new();
+    for node in nodes.items {
+        let name = node.metadata.name.clone().unwrap_or_default();
+        let fake = node
+            .metadata
+            .labels
+            .as_ref()
+            .is_some_and(|l| l.contains_key(FAKE_DEVICES_LABEL));
+        let keys: Vec<String> = node
+            .metadata
+            .annotations
+            .iter()
+            .flatten()
+            .filter_map(|(k, _)| match classify(k) {
+                Some(true) if fake => None,
+                Some(_) => Some(k.clone()),
+                None => None,
+            })
+            .collect();
+        if keys.is_empty() {
+            continue;
+        }
+        let nulls: serde_json::Map<String, serde_json::Value> = keys
+            .iter()
+            .map(|k| (k.clone(), serde_json::Value::Null))
+            .collect();
+        let patch = serde_json::json!({"metadata": {"annotations": nulls}});
+        api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(|source| hami_e2e_k8s::Error::Api {
+                action: "remove HAMi's annotations from",
+                object: format!("node/{name}"),
+                source,
+            })?;
+        removed.extend(keys.into_iter().map(|k| (name.clone(), k)));
+    }
+    Ok(removed)
+}
+
+/// What [`HelmReleaseFixture`] installs.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct HelmReleaseSpec {
+    /// The `helm` binary.
+    pub helm: PathBuf,
+    /// The release's name (`hami`).
+    pub name: String,
+    /// Its namespace (`hami-system`), created by the install and deleted by the teardown.
+    pub namespace: String,
+    /// The chart.
+    pub chart: Chart,
+    /// The values.
+    pub values: serde_json::Value,
+    /// Timeout of the install's `--wait` and of the teardown.
+    pub timeout: Duration,
+}
+
+impl HelmReleaseSpec {
+    /// `chart` as release `name` in `namespace`, with `helm`, no values, 10 minutes.
+    pub fn new(
+        helm: impl Into<PathBuf>,
+        name: impl Into<String>,
+        namespace: impl Into<String>,
+        chart: Chart,
+    ) -> Self {
+        Self {
+            helm: helm.into(),
+            name: name.into(),
+            namespace: namespace.into(),
+            chart,
+            values: serde_json::json!({}),
+            timeout: Duration::from_secs(600),
+        }
+    }
+
+    /// Sets the values.
+    #[must_use]
+    pub fn values(mut self, values: serde_json::Value) -> Self {
+        self.values = values;
+        self
+    }
+
+    /// Sets the timeout.
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+}
+
+/// A Helm release installed once per run into the run's [`ClusterFixture`] (which must be
+/// registered), ready (watch-driven) before the first scenario that asks for it, and
+/// uninstalled after the last one: its objects and namespace awaited gone, and the
+/// annotations HAMi left on nodes removed ([`clean_node_annotations`]).
+///
+/// ```no_run
+/// use hami_e2e_core::{Runner, scenario};
+/// use hami_e2e_helm::{Chart, HelmReleaseFixture, HelmReleaseSpec};
+/// use hami_e2e_k8s::{ClusterArgs, ClusterFixture, ClusterSource};
+///
+/// let spec = HelmReleaseSpec::new("/usr/local/bin/helm", "hami", "hami-system", Chart::package("hami-2.10.0.tgz"))
+///     .values(serde_json::json!({"scheduler": {"leaderElect": false}}));
+/// Runner::new()
+///     .fixture(ClusterFixture::new(ClusterSource::from_args(&ClusterArgs::default())))
+///     .fixture(HelmReleaseFixture::new(spec))
+///     .scenario(scenario("hami/installed").run(|ctx| async move {
+///         let release = ctx.fixture::<HelmReleaseFixture>().await?;
+///         assert_eq!(release.status().await?.info.status, "deployed");
+///         Ok(())
+///     }))
+///     .main();
+/// ```
+#[derive(Debug, Clone)]
+pub struct HelmReleaseFixture {
+    spec: Arc<HelmReleaseSpec>,
+}
+
+impl HelmReleaseFixture {
+    /// A fixture installing `spec`.
+    pub fn new(spec: HelmReleaseSpec) -> Self {
+        Self {
+            spec: Arc::new(spec),
+        }
+    }
+}
+
+impl Fixture for HelmReleaseFixture {
+    type Output = HelmRelease;
+
+    fn name(&self) -> String {
+        format!("helm release {}", self.spec.name)
+    }
+
+    fn scope(&self) -> Scope {
+        Scope::Run
+    }
+
+    async fn setup(&self, ctx: &FixtureContext) -> Result<HelmRelease, Failure> {
+        let cluster = ctx.fixture::<ClusterFixture>().await?;
+        let s = &self.spec;
+        let release = HelmRelease::new(
+            &s.helm,
+            cluster.kubeconfig(),
+            &s.name,
+            &s.namespace,
+            s.chart.clone(),
+        )
+        .timeout(s.timeout);
+        let installed = async {
+            release.install(&s.values).await?;
+            release.wait_ready(cluster.client(), s.timeout).await?;
+            Ok::<_, Error>(())
+        }
+        .await;
+        if let Err(e) = installed {
+            // A fixture whose set-up fails is not torn down: undo what was made.
+            let _ = release.uninstall(cluster.client(), s.timeout).await;
+            return Err(e.into());
+        }
+        Ok(release)
+    }
+
+    async fn on_failure(&self, release: &HelmRelease, ctx: &TeardownContext) {
+        let summary = match ctx.artifacts_dir() {
+            Some(Ok(dir)) => release.collect(&dir).await,
+            _ => match release.status().await {
+                Ok(s) => format!("revision {} {}", s.version, s.info.status),
+                Err(e) => e.to_string(),
+            },
+        };
+        ctx.attach(format!("helm release {}", release.name()), summary);
+    }
+
+    async fn teardown(&self, release: &HelmRelease, _ctx: &TeardownContext) -> Result<(), Failure> {
+        // The cluster is torn down after this fixture (reverse order of set-up), so its
+        // client is still good; but the fixture context is gone: reconnect from the
+        // kubeconfig the release uses.
+        let client = release.client().await?;
+        release.uninstall(client.clone(), self.spec.timeout).await?;
+        let removed = clean_node_annotations(&client).await?;
+        if !removed.is_empty() {
+            tracing::info!(?removed, "removed HAMi's node annotations");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hami_annotations_are_recognised() {
+        assert_eq!(classify("hami.io/mutex.lock"), Some(false));
+        assert_eq!(classify("hami.io/node-handshake"), Some(false));
+        assert_eq!(classify("hami.io/node-handshake-dcu"), Some(false));
+        assert_eq!(classify("hami.io/node-nvidia-register"), Some(true));
+        assert_eq!(classify("hami.io/node-register-Ascend910B3"), Some(true));
+        assert_eq!(classify("hami.io/node-dcu-register"), Some(true));
+        assert_eq!(classify("kwok.x-k8s.io/node"), None);
+        assert_eq!(classify("hami.io/mutex.lockx"), None);
+    }
+}
