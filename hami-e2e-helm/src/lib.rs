@@ -1,5 +1,32 @@
-//! Deploys HAMi for hami-e2e: with Helm on any cluster, and as host processes (the real
-//! HAMi scheduler and webhook) over fake devices on the local cluster.
+//! Deploys HAMi for hami-e2e: with Helm on any cluster, and (once HAMi's Go module can be
+//! had) as host processes, the real HAMi scheduler and webhook over fake devices, on the
+//! local cluster.
+//!
+//! - [`HelmRelease`]: install, upgrade, roll back, inspect and uninstall a chart ([`Chart`]:
+//!   folder, `.tgz`, repository, OCI) with the real `helm`, typed results, watch-driven
+//!   readiness, and failed installs explained and removed;
+//! - [`HelmReleaseFixture`]: a release per run, with its state in failed scenarios'
+//!   artifacts, uninstalled after the run with HAMi's node annotations removed
+//!   ([`clean_node_annotations`]);
+//! - [`HamiValues`]: HAMi's chart values that tests change, typed and checked;
+//! - [`binaries`]: helm and HAMi's scheduler from their pinned Go modules (or given).
+//!
+//! ```no_run
+//! # async fn f(cluster: &hami_e2e_k8s::Cluster) -> hami_e2e_helm::Result<()> {
+//! use std::time::Duration;
+//! use hami_e2e_helm::{Chart, HamiValues, HelmRelease, SchedulerPolicy};
+//!
+//! let helm = hami_e2e_helm::binaries::helm(&Default::default()).await?;
+//! let mut values = HamiValues::default();
+//! values.gpu_scheduler_policy = Some(SchedulerPolicy::Spread);
+//! let release = HelmRelease::new(helm.path, cluster.kubeconfig(), "hami", "hami-system", Chart::package("hami-2.10.0.tgz"));
+//! release.install(&values.to_values("2.10.0")?).await?;
+//! values.gpu_scheduler_policy = Some(SchedulerPolicy::Binpack);
+//! release.upgrade(None, &values.to_values("2.10.0")?, true).await?;
+//! release.rollback(None).await?;
+//! release.uninstall(cluster.client(), Duration::from_secs(300)).await?;
+//! # Ok(()) }
+//! ```
 
 pub mod binaries;
 mod error;

@@ -1,18 +1,49 @@
 //! The Kubernetes layer of hami-e2e: cluster access, isolated namespaces, cleanup,
 //! watch-driven waits, diagnostics on failure, and the local control plane.
 //!
-//! Written so far:
+//! Usable on its own from any crate's tests (add `hami-e2e-core` and `hami-e2e-k8s` as
+//! dev-dependencies, a `harness = false` test target, and pick a `k8s-openapi` version
+//! feature):
 //!
+//! - [`Cluster`], [`ClusterSource`], [`ClusterArgs`] and [`ClusterFixture`]: one cluster per
+//!   run, from `--kubeconfig`/`KUBECONFIG`, in-cluster, or with none a local cluster;
+//!   [`Cluster::discover`] and [`ClusterInfo::capabilities`] for skipping;
+//! - [`NamespaceFixture`]/[`TestNamespace`]: a labelled namespace per scenario, deleted
+//!   after every outcome (`--keep-namespaces` to keep), with [`apply`](TestNamespace::apply),
+//!   [`apply_yaml`](TestNamespace::apply_yaml) and [`PodBuilder`]/[`DeploymentBuilder`];
+//!   [`sweep`] deletes what crashed runs left;
+//! - [`wait`]: watch-driven waits with timeouts whose errors carry the last state and events;
+//! - [`exec`] and [`logs`]; [`diagnostics`] collected into a failed scenario's artifacts;
+//!   [`retry_transient`] for transient API errors;
 //! - [`local`]: the local cluster, a real control plane (etcd, kube-apiserver,
 //!   kube-controller-manager, kube-scheduler) with KWOK fake nodes, as child processes on
-//!   loopback; [`local::LocalClusterFixture`] makes it a run-scoped fixture;
-//! - [`Cluster`], [`ClusterSource`], [`ClusterArgs`] and [`ClusterFixture`]: one cluster per
-//!   run, from `--kubeconfig`/`KUBECONFIG` or, with neither, a local cluster;
-//! - [`bincache`]: builds the local cluster's binaries from the Go modules pinned in the
+//!   loopback; [`bincache`] builds its binaries from the Go modules pinned in the
 //!   repository's `go/` folder into a cache outside the repository;
 //! - this crate's [`Error`], with [`Error::is_transient`] for the runner's retries.
 //!
-//! Namespaces, waits and diagnostics follow (the k8s-fixtures issue).
+//! Reusing the fixtures in another crate's tests (`tests/e2e.rs`, `harness = false`):
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use hami_e2e_core::{Runner, scenario};
+//! use hami_e2e_k8s::{ClusterArgs, ClusterFixture, ClusterSource, NamespaceFixture, PodBuilder, wait};
+//!
+//! fn main() -> std::process::ExitCode {
+//!     let args = ClusterArgs::default(); // KUBECONFIG, else a local cluster
+//!     Runner::new()
+//!         .fixture(ClusterFixture::new(ClusterSource::from_args(&args)))
+//!         .fixture(NamespaceFixture::new(args.namespace_options()))
+//!         .scenario(scenario("my-operator/creates-a-pod").run(|ctx| async move {
+//!             let ns = ctx.fixture::<NamespaceFixture>().await?;
+//!             ns.apply(&PodBuilder::new("p").build()).await?;
+//!             wait::pod_running(&ns.api(), "p", Duration::from_secs(60)).await?;
+//!             Ok(())
+//!         }))
+//!         .main()
+//! }
+//! ```
+//!
+//! The local cluster alone:
 //!
 //! ```no_run
 //! # async fn f() -> hami_e2e_k8s::Result<()> {
