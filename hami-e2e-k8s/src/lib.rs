@@ -67,6 +67,7 @@ pub mod diagnostics;
 mod error;
 mod exec;
 mod kubeconfig;
+pub mod leak;
 pub mod local;
 mod namespace;
 mod retry;

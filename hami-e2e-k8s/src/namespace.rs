@@ -27,6 +27,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hami_e2e_core::{Failure, Fixture, FixtureContext, TeardownContext};
@@ -362,6 +363,9 @@ pub struct NamespaceOptions {
     /// only send the delete (`None`, the default: the controller-manager takes seconds to
     /// empty a namespace, and nothing else in the run waits on it).
     pub wait_for_deletion: Option<Duration>,
+    /// After the teardown, fail the scenario if objects labelled for it are left outside
+    /// its namespace (see [`leak`](crate::leak)); on by default.
+    pub leak_check: bool,
 }
 
 impl Default for NamespaceOptions {
@@ -369,6 +373,7 @@ impl Default for NamespaceOptions {
         Self {
             keep: KeepNamespaces::Never,
             wait_for_deletion: None,
+            leak_check: true,
         }
     }
 }
@@ -387,21 +392,35 @@ impl NamespaceOptions {
         self.wait_for_deletion = timeout;
         self
     }
+
+    /// Turns the leak check after teardown on or off.
+    #[must_use]
+    pub fn leak_check(mut self, on: bool) -> Self {
+        self.leak_check = on;
+        self
+    }
 }
 
 /// A namespace per scenario, in the run's [`ClusterFixture`] (which must be registered):
 /// created before the body, deleted after it whatever the outcome (unless kept), and on
 /// failure its events, pods, container logs and nodes are collected into the scenario's
-/// artifacts and report (see [`diagnostics`](crate::diagnostics)).
+/// artifacts and report (see [`diagnostics`](crate::diagnostics)). Obtain it first in a
+/// scenario: it is then torn down last, and its leak check sees what the scenario's other
+/// fixtures and deferred cleanups left.
 #[derive(Debug, Clone, Default)]
 pub struct NamespaceFixture {
     options: NamespaceOptions,
+    /// The cluster's listable resource types, discovered once per run for the leak check.
+    resources: Arc<tokio::sync::OnceCell<Vec<kube::api::ApiResource>>>,
 }
 
 impl NamespaceFixture {
     /// A fixture with `options`.
     pub fn new(options: NamespaceOptions) -> Self {
-        Self { options }
+        Self {
+            options,
+            resources: Arc::default(),
+        }
     }
 }
 
@@ -439,9 +458,30 @@ impl Fixture for NamespaceFixture {
             );
             tracing::info!("{text}");
             ctx.attach("kept namespace", text);
-            return Ok(());
+        } else {
+            ns.delete(self.options.wait_for_deletion).await?;
         }
-        ns.delete(self.options.wait_for_deletion).await?;
+        if self.options.leak_check {
+            let resources = self
+                .resources
+                .get_or_try_init(|| crate::leak::listable_resources(&ns.client))
+                .await?;
+            let scenario = ctx.scenario().unwrap_or("run");
+            let left = crate::leak::leaks(
+                &ns.client,
+                resources,
+                ctx.run_id(),
+                scenario,
+                Some(&ns.name),
+            )
+            .await?;
+            if !left.is_empty() {
+                return Err(Failure::msg(format!(
+                    "left behind after teardown, labelled for this scenario: {}",
+                    left.join(", ")
+                )));
+            }
+        }
         Ok(())
     }
 }

@@ -19,11 +19,22 @@ use hami_e2e_k8s::{
 use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetSpec, Deployment};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, PodTemplateSpec};
+use k8s_openapi::api::rbac::v1::ClusterRole;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::Api;
 use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 
 const WAIT: Duration = Duration::from_secs(60);
+
+fn cluster_role(name: &str) -> ClusterRole {
+    ClusterRole {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
 /// KWOK's chaos stage: pods with this label fail, with the annotations' reason and code.
 const FAIL_LABEL: &str = "pod-container-running-failed.stage.kwok.x-k8s.io";
 
@@ -339,6 +350,32 @@ async fn scenarios_get_isolated_namespaces_waits_and_diagnostics() {
                 Ok(())
             }
         }))
+        .scenario(scenario("leak/left-behind").run(|ctx| async move {
+            let ns = ctx.fixture::<NamespaceFixture>().await?;
+            ns.apply(&cluster_role("hami-e2e-test-leaked")).await?;
+            let mut elsewhere = ConfigMap::default();
+            elsewhere.metadata.name = Some("hami-e2e-test-leaked".into());
+            elsewhere.metadata.namespace = Some("default".into());
+            ns.apply(&elsewhere).await?;
+            ns.apply(&ConfigMap {
+                metadata: ObjectMeta { name: Some("inside".into()), ..Default::default() },
+                ..Default::default()
+            })
+            .await?;
+            Ok(())
+        }))
+        .scenario(scenario("leak/cleaned-up").run(|ctx| async move {
+            let ns = ctx.fixture::<NamespaceFixture>().await?;
+            ns.apply(&cluster_role("hami-e2e-test-cleaned")).await?;
+            let client = ns.client();
+            ctx.defer("delete the ClusterRole", async move {
+                Api::<ClusterRole>::all(client)
+                    .delete("hami-e2e-test-cleaned", &Default::default())
+                    .await?;
+                Ok(())
+            });
+            Ok(())
+        }))
         .scenario(scenario("diagnostics/on-failure").run(|ctx| async move {
             let ns = ctx.fixture::<NamespaceFixture>().await?;
             ns.apply(&PodBuilder::new("too-big").limit("nvidia.com/gpu", "100").build()).await?;
@@ -380,6 +417,22 @@ async fn scenarios_get_isolated_namespaces_waits_and_diagnostics() {
     for ns in seen.values() {
         wait::deleted(&namespaces, ns, WAIT).await.expect("deleted");
     }
+
+    // What a scenario leaves outside its namespace fails it, listed; what it cleans up does not.
+    assert!(
+        outcome(summary, "leak::cleaned-up").outcome.is_passed(),
+        "{}",
+        message(summary, "leak::cleaned-up")
+    );
+    let leaked = message(summary, "leak::left-behind");
+    assert!(
+        leaked.ends_with("left behind after teardown, labelled for this scenario: clusterrole/hami-e2e-test-leaked, configmap/default/hami-e2e-test-leaked"),
+        "{leaked}"
+    );
+    Api::<ClusterRole>::all(client.clone())
+        .delete("hami-e2e-test-leaked", &Default::default())
+        .await
+        .unwrap();
 
     // The failing scenario's report carries its diagnostics, and its artifacts the files.
     let failed = outcome(summary, "diagnostics::on-failure");

@@ -4,7 +4,7 @@
 //! local cluster it starts itself (see `hami_e2e_k8s::ClusterSource`). So far it holds
 //! scenarios that check the cluster itself and the runner; HAMi's scenarios follow.
 //!
-//! Every backend of the run's [`DeviceRegistry`](hami_e2e_devices::DeviceRegistry) gets the
+//! Every backend of the run's [`DeviceRegistry`] gets the
 //! device scenarios (`devices::<vendor>::...`). A fork, or a vendor's crate, adds its backend
 //! and scenarios with [`Suite`] and keeps everything else, the command line included:
 //!
