@@ -81,9 +81,9 @@ pub use error::{Error, Result, is_transient_kube, register_transient_errors};
 pub use exec::{ExecOutput, exec, logs};
 pub use kubeconfig::client_from_kubeconfig;
 pub use namespace::{
-    FIELD_MANAGER, KeepNamespaces, MANAGED_BY, MANAGED_BY_LABEL, NamespaceFixture,
-    NamespaceOptions, RUN_LABEL, SCENARIO_LABEL, TestNamespace, label_value, namespace_name,
-    ownership_labels,
+    FIELD_MANAGER, KEPT_UNTIL_ANNOTATION, KeepNamespaces, MANAGED_BY, MANAGED_BY_LABEL,
+    NamespaceFixture, NamespaceOptions, RUN_LABEL, SCENARIO_LABEL, TestNamespace, label_value,
+    namespace_name, ownership_labels, rerun_command,
 };
 pub use retry::{backoff, retry_transient};
 pub use sweep::{SweepOptions, sweep};

@@ -53,6 +53,30 @@ pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY: &str = "hami-e2e";
 /// The field manager of server-side apply.
 pub const FIELD_MANAGER: &str = "hami-e2e";
+/// Annotation of a kept namespace: until when (RFC 3339) the sweeper must spare it.
+pub const KEPT_UNTIL_ANNOTATION: &str = "hami-e2e.io/kept-until";
+
+/// The command that re-runs one scenario of the current test binary: `cargo test -p <pkg>
+/// --test <target> -- --exact '<scenario>'` under cargo, else `<program> --exact '<scenario>'`.
+pub fn rerun_command(scenario: &str) -> String {
+    let program = std::env::args().next().unwrap_or_default();
+    let package = std::env::var("CARGO_PKG_NAME").ok();
+    let stem = std::path::Path::new(&program)
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // cargo's test binaries are `<target>-<16 hex digits>`.
+    let target = match stem.rsplit_once('-') {
+        Some((t, hash)) if hash.len() == 16 && hash.chars().all(|c| c.is_ascii_hexdigit()) => {
+            Some(t.to_string())
+        }
+        _ => None,
+    };
+    match (package, target) {
+        (Some(p), Some(t)) => format!("cargo test -p {p} --test {t} -- --exact '{scenario}'"),
+        _ => format!("{program} --exact '{scenario}'"),
+    }
+}
 
 /// When a scenario's namespace is kept instead of deleted, for debugging.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -320,6 +344,41 @@ impl TestNamespace {
         .await
     }
 
+    /// Marks the namespace kept for `duration`: annotation [`KEPT_UNTIL_ANNOTATION`] with the
+    /// expiry, which [`sweep`](crate::sweep()) honours. Returns the expiry (RFC 3339).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Api`] with the server's message.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn mark_kept(&self, duration: Duration) -> Result<String> {
+        let until = k8s_openapi::jiff::Timestamp::now()
+            .checked_add(k8s_openapi::jiff::SignedDuration::try_from(duration).unwrap_or_default())
+            .unwrap_or_else(|_| k8s_openapi::jiff::Timestamp::now())
+            .to_string();
+        let patch =
+            serde_json::json!({"metadata": {"annotations": {KEPT_UNTIL_ANNOTATION: until}}});
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        retry_transient("mark a namespace kept", || async {
+            api.patch(
+                &self.name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&patch),
+            )
+            .await
+            .map_err(|source| Error::Api {
+                action: "annotate",
+                object: format!("namespace/{}", self.name),
+                source,
+            })
+        })
+        .await?;
+        Ok(until)
+    }
+
     /// Deletes the namespace (foreground: its objects first), and with `wait` waits at most
     /// that long until it is gone.
     ///
@@ -366,6 +425,8 @@ pub struct NamespaceOptions {
     /// After the teardown, fail the scenario if objects labelled for it are left outside
     /// its namespace (see [`leak`](crate::leak)); on by default.
     pub leak_check: bool,
+    /// How long a kept namespace is spared by [`sweep`](crate::sweep()) (default 24 h).
+    pub keep_for: Duration,
 }
 
 impl Default for NamespaceOptions {
@@ -374,6 +435,7 @@ impl Default for NamespaceOptions {
             keep: KeepNamespaces::Never,
             wait_for_deletion: None,
             leak_check: true,
+            keep_for: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -452,9 +514,12 @@ impl Fixture for NamespaceFixture {
 
     async fn teardown(&self, ns: &TestNamespace, ctx: &TeardownContext) -> Result<(), Failure> {
         if self.options.keep.keeps(ctx.failed()) {
+            let scenario = ctx.scenario().unwrap_or("run");
+            let expiry = ns.mark_kept(self.options.keep_for).await?;
             let text = format!(
-                "kept namespace `{0}`; inspect it with `kubectl -n {0} get all,events`, delete it with `kubectl delete namespace {0}`",
-                ns.name
+                "kept namespace `{0}` until {expiry} (then `--sweep` deletes it)\n  kubectl -n {0} get all,events\n  kubectl -n {0} get events --sort-by=.lastTimestamp\n  kubectl delete namespace {0}\nre-run this scenario:\n  {1}",
+                ns.name,
+                rerun_command(scenario)
             );
             tracing::info!("{text}");
             ctx.attach("kept namespace", text);

@@ -3,8 +3,10 @@
 //!
 //! A namespace is swept when it carries `app.kubernetes.io/managed-by=hami-e2e` and a
 //! [`RUN_LABEL`](crate::RUN_LABEL), belongs to another run than the current one, is older
-//! than the given age, and is not being deleted already. The age keeps a sweep from
-//! deleting the namespaces of another run still going on against the same cluster.
+//! than the given age, is not being deleted already, and is not kept (a
+//! `hami-e2e.io/kept-until` annotation in the future, set by `--keep-namespaces`). The age
+//! keeps a sweep from deleting the namespaces of another run still going on against the same
+//! cluster.
 //!
 //! ```no_run
 //! # async fn f(client: kube::Client) -> hami_e2e_k8s::Result<()> {
@@ -23,7 +25,9 @@ use kube::Api;
 use kube::api::{DeleteParams, ListParams};
 
 use crate::error::{Error, Result};
-use crate::namespace::{MANAGED_BY, MANAGED_BY_LABEL, RUN_LABEL, label_value};
+use crate::namespace::{
+    KEPT_UNTIL_ANNOTATION, MANAGED_BY, MANAGED_BY_LABEL, RUN_LABEL, label_value,
+};
 use crate::retry::retry_transient;
 
 /// What [`sweep`] deletes.
@@ -99,6 +103,16 @@ pub async fn sweep(client: &kube::Client, options: &SweepOptions) -> Result<Vec<
             continue;
         }
         if ns.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        // Kept on purpose (`--keep-namespaces`), until its expiry.
+        let kept_until = ns
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(KEPT_UNTIL_ANNOTATION))
+            .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok());
+        if kept_until.is_some_and(|t| t > now) {
             continue;
         }
         let age = ns

@@ -512,6 +512,31 @@ async fn failed_scenarios_keep_their_namespace_on_request() {
         "{}",
         kept.text
     );
+    assert!(
+        kept.text.ends_with("re-run this scenario:\n  cargo test -p hami-e2e-k8s --test fixtures -- --exact 'keep::fails'"),
+        "{}",
+        kept.text
+    );
+    // The sweeper spares it until its expiry, then removes it.
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let kept_ns = namespaces.get(&names["keep/fails"]).await.unwrap();
+    let until = kept_ns.metadata.annotations.unwrap()[hami_e2e_k8s::KEPT_UNTIL_ANNOTATION].clone();
+    assert!(kept.text.contains(&until), "{}", kept.text);
+    let sweep_all = SweepOptions::default().older_than(Duration::ZERO);
+    assert!(sweep(&client, &sweep_all).await.unwrap().is_empty());
+    let expired = serde_json::json!({"metadata": {"annotations": {hami_e2e_k8s::KEPT_UNTIL_ANNOTATION: "2026-01-01T00:00:00Z"}}});
+    namespaces
+        .patch(
+            &names["keep/fails"],
+            &PatchParams::default(),
+            &Patch::Merge(&expired),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        sweep(&client, &sweep_all).await.unwrap(),
+        [names["keep/fails"].clone()]
+    );
     local.stop().await.unwrap();
 }
 
