@@ -103,6 +103,10 @@ pub struct Args {
     #[arg(long, env = "HAMI_E2E_JSON", value_name = "PATH")]
     pub json: Option<PathBuf>,
 
+    /// Write a self-contained HTML report (timeline, failures, diagnostics) here.
+    #[arg(long, env = "HAMI_E2E_HTML", value_name = "PATH")]
+    pub html: Option<PathBuf>,
+
     /// Folder for scenarios' artifacts (default: `hami-e2e-artifacts` in the temp folder).
     #[arg(long, env = "HAMI_E2E_ARTIFACTS", value_name = "DIR")]
     pub artifacts: Option<PathBuf>,
@@ -198,6 +202,8 @@ pub struct RunConfig {
     pub junit: Option<PathBuf>,
     /// JSON lines path.
     pub json: Option<PathBuf>,
+    /// HTML report path.
+    pub html: Option<PathBuf>,
     /// Artifacts root.
     pub artifacts: PathBuf,
     /// Human output without passed lines.
@@ -227,6 +233,7 @@ impl Default for RunConfig {
             require: false,
             junit: None,
             json: None,
+            html: None,
             artifacts: std::env::temp_dir().join("hami-e2e-artifacts"),
             quiet: false,
             human_output: true,
@@ -323,6 +330,7 @@ impl RunConfig {
         c.require = args.require;
         c.junit = args.junit.clone();
         c.json = args.json.clone();
+        c.html = args.html.clone();
         if let Some(a) = &args.artifacts {
             c.artifacts = a.clone();
         }

@@ -30,7 +30,7 @@ use crate::fixture::{
     ErasedFixture, Fixture, FixtureContext, Registry, RetryPolicy, RunShared, ScenarioShared,
     ScopeState, TeardownContext,
 };
-use crate::report::{HumanReporter, JsonReporter, JunitReporter, Reporter};
+use crate::report::{HtmlReporter, HumanReporter, JsonReporter, JunitReporter, Reporter};
 use crate::requirement::Capabilities;
 use crate::scenario::{Scenario, slug, validate};
 
@@ -325,6 +325,9 @@ impl Runner {
         }
         if let Some(path) = &config.json {
             reporters.push(Box::new(JsonReporter::create(path)?));
+        }
+        if let Some(path) = &config.html {
+            reporters.push(Box::new(HtmlReporter::new(path)));
         }
 
         let start = Instant::now();

@@ -1,13 +1,16 @@
 //! Reporters turn the run's events and final summary into output: live human lines
-//! ([`HumanReporter`]), JUnit XML ([`JunitReporter`]) and JSON lines ([`JsonReporter`]).
+//! ([`HumanReporter`]), JUnit XML ([`JunitReporter`]), JSON lines ([`JsonReporter`]) and a
+//! self-contained HTML timeline ([`HtmlReporter`]).
 //!
 //! They are separate consumers of one event stream (as in nextest), so adding one (an HTML
 //! timeline, a dashboard push) touches nothing else.
 
+mod html;
 mod human;
 mod json;
 mod junit;
 
+pub use html::{HtmlReporter, render as render_html};
 pub use human::HumanReporter;
 pub use json::JsonReporter;
 pub use junit::JunitReporter;
