@@ -335,19 +335,7 @@ impl HelmRelease {
             Err(e) => format!("release {} in {}: {e}", self.name, self.namespace),
         };
         let files = [
-            (
-                "status.json",
-                self.helm(
-                    &[
-                        "status".into(),
-                        self.name.clone(),
-                        "-o".into(),
-                        "json".into(),
-                    ],
-                    Duration::from_secs(60),
-                )
-                .await,
-            ),
+            ("status.json", self.json_of("status").await),
             (
                 "values.json",
                 self.values(true).await.map(|v| v.to_string()),
@@ -433,18 +421,19 @@ impl HelmRelease {
     ///
     /// Cancel safe.
     pub async fn status(&self) -> Result<ReleaseStatus> {
-        let out = self
-            .helm(
-                &[
-                    "status".into(),
-                    self.name.clone(),
-                    "-o".into(),
-                    "json".into(),
-                ],
-                Duration::from_secs(60),
-            )
-            .await?;
+        let out = self.json_of("status").await?;
         parse_json("helm status", &out)
+    }
+
+    /// `helm <verb> <release> -o json`.
+    async fn json_of(&self, verb: &str) -> Result<String> {
+        let args = [
+            verb.to_string(),
+            self.name.clone(),
+            "-o".into(),
+            "json".into(),
+        ];
+        self.helm(&args, Duration::from_secs(60)).await
     }
 
     /// `helm history -o json`, oldest first.
@@ -457,17 +446,7 @@ impl HelmRelease {
     ///
     /// Cancel safe.
     pub async fn history(&self) -> Result<Vec<Revision>> {
-        let out = self
-            .helm(
-                &[
-                    "history".into(),
-                    self.name.clone(),
-                    "-o".into(),
-                    "json".into(),
-                ],
-                Duration::from_secs(60),
-            )
-            .await?;
+        let out = self.json_of("history").await?;
         parse_json("helm history", &out)
     }
 

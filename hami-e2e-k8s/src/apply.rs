@@ -127,14 +127,14 @@ where
 {
     let object = with_labels(object, labels);
     let ns = target_namespace(&object, namespace);
-    let typed = TypeId::of::<K::Scope>() == TypeId::of::<NamespaceResourceScope>();
-    if typed && ns.is_none() {
+    if TypeId::of::<K::Scope>() == TypeId::of::<NamespaceResourceScope>() && ns.is_none() {
         return Err(Error::Invalid {
-            what: format!("{} without a namespace", K::kind(&()).to_lowercase()),
+            what: format!("{} `{}`", K::kind(&()).to_lowercase(), object.name_any()),
             message: "a namespaced object needs a namespace".into(),
         });
     }
     let api = dynamic_api::<K>(client, ns.as_deref());
+    // `name_any` also covers objects named by the server (`generateName`).
     let name = object.name_any();
     let mut value = serde_json::to_value(&object).map_err(|e| Error::Invalid {
         what: object_name(&K::kind(&()), ns.as_deref(), &name),
@@ -198,6 +198,21 @@ fn convert<K: DeserializeOwned>(
     })
 }
 
+/// The API groups and resource types the cluster serves, with transient errors retried.
+pub(crate) async fn discover(client: &kube::Client) -> Result<Discovery> {
+    retry_transient("discover the API", || async {
+        Discovery::new(client.clone())
+            .run()
+            .await
+            .map_err(|source| Error::Api {
+                action: "discover",
+                object: "the API groups".into(),
+                source,
+            })
+    })
+    .await
+}
+
 /// Parses the documents of `yaml` (separated by `---`; empty documents are skipped) into
 /// JSON values, without a cluster.
 ///
@@ -252,17 +267,7 @@ pub async fn apply_yaml(
     if documents.is_empty() {
         return Ok(Vec::new());
     }
-    let discovery = retry_transient("discover the API", || async {
-        Discovery::new(client.clone())
-            .run()
-            .await
-            .map_err(|source| Error::Api {
-                action: "discover",
-                object: "the API groups".into(),
-                source,
-            })
-    })
-    .await?;
+    let discovery = discover(client).await?;
     let mut applied = Vec::new();
     for (i, document) in documents.into_iter().enumerate() {
         let bad = |message: String| Error::Yaml {

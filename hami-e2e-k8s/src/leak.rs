@@ -10,12 +10,11 @@
 use std::collections::BTreeSet;
 
 use kube::api::{ApiResource, DynamicObject, ListParams};
-use kube::discovery::{Discovery, verbs};
+use kube::discovery::verbs;
 use kube::{Api, ResourceExt};
 
 use crate::error::{Error, Result};
 use crate::namespace::{RUN_LABEL, SCENARIO_LABEL, label_value};
-use crate::retry::retry_transient;
 
 /// Resource types never checked: events are recorded by the cluster about our objects, and
 /// carry no labels of ours anyway; leases, endpoints and endpoint slices are derived.
@@ -32,17 +31,7 @@ const SKIPPED: &[&str] = &["events", "leases", "endpoints", "endpointslices"];
 ///
 /// Cancel safe.
 pub async fn listable_resources(client: &kube::Client) -> Result<Vec<ApiResource>> {
-    let discovery = retry_transient("discover the API", || async {
-        Discovery::new(client.clone())
-            .run()
-            .await
-            .map_err(|source| Error::Api {
-                action: "discover",
-                object: "the API groups".into(),
-                source,
-            })
-    })
-    .await?;
+    let discovery = crate::apply::discover(client).await?;
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
     for group in discovery.groups() {
