@@ -17,6 +17,7 @@ use hami_e2e_core::{Failure, Fixture, FixtureContext, Scope, TeardownContext};
 
 use crate::error::{Error, Result};
 use crate::kubeconfig::describe;
+use crate::ledger::RunLease;
 use crate::local::{LocalCluster, LocalClusterOptions};
 use crate::namespace::{KeepNamespaces, NamespaceOptions};
 use crate::sweep::SweepOptions;
@@ -60,6 +61,11 @@ pub struct ClusterArgs {
     )]
     pub keep_namespaces: KeepNamespaces,
 
+    /// Use the cluster this process runs in (its service account) when no kubeconfig is
+    /// given, instead of starting a local cluster.
+    #[arg(long, env = "HAMI_E2E_IN_CLUSTER")]
+    pub in_cluster: bool,
+
     /// Before the first scenario, delete namespaces that earlier runs left behind.
     #[arg(long, env = "HAMI_E2E_SWEEP")]
     pub sweep: bool,
@@ -81,6 +87,7 @@ impl Default for ClusterArgs {
         Self {
             kubeconfig: None,
             context: None,
+            in_cluster: false,
             keep_namespaces: KeepNamespaces::Never,
             sweep: false,
             sweep_older_than: Duration::from_secs(15 * 60),
@@ -143,12 +150,8 @@ impl ClusterSource {
                 path,
                 context: args.context.clone(),
             },
-            // Inside a pod (a CI job on the cluster under test).
-            None if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
-                && Path::new("/var/run/secrets/kubernetes.io/serviceaccount/token").exists() =>
-            {
-                ClusterSource::InCluster
-            }
+            // Asked for only: a CI job in a pod must not test the cluster it runs on by accident.
+            None if args.in_cluster => ClusterSource::InCluster,
             None => ClusterSource::Local(LocalClusterOptions::default()),
         }
     }
@@ -173,6 +176,8 @@ pub struct Cluster {
     kubeconfig: PathBuf,
     source: String,
     local: Option<LocalCluster>,
+    lease: std::sync::Mutex<Option<RunLease>>,
+    context: Option<String>,
 }
 
 impl fmt::Debug for Cluster {
@@ -202,6 +207,8 @@ impl Cluster {
                     kubeconfig: local.kubeconfig().to_path_buf(),
                     source: format!("local cluster {} at {}", local.version(), local.server()),
                     local: Some(local),
+                    lease: Default::default(),
+                    context: None,
                 })
             }
             ClusterSource::Kubeconfig {
@@ -221,6 +228,8 @@ impl Cluster {
                     kubeconfig: path.clone(),
                     source: format!("{source}, Kubernetes {}", version.git_version),
                     local: None,
+                    lease: Default::default(),
+                    context: context.clone(),
                 })
             }
             ClusterSource::InCluster => {
@@ -239,6 +248,8 @@ impl Cluster {
                     kubeconfig: PathBuf::new(),
                     source: format!("{source}, Kubernetes {}", version.git_version),
                     local: None,
+                    lease: Default::default(),
+                    context: None,
                 })
             }
         }
@@ -251,6 +262,8 @@ impl Cluster {
             kubeconfig: local.kubeconfig().to_path_buf(),
             source: format!("local cluster {} at {}", local.version(), local.server()),
             local: Some(local),
+            lease: Default::default(),
+            context: None,
         }
     }
 
@@ -274,7 +287,13 @@ impl Cluster {
         self.client.clone()
     }
 
-    /// The kubeconfig file, for tools such as Helm.
+    /// The kubeconfig context in use (`--context`), for tools such as Helm; `None` for its
+    /// current context.
+    pub fn context(&self) -> Option<&str> {
+        self.context.as_deref()
+    }
+
+    /// The kubeconfig file, for tools such as Helm; empty for an in-cluster connection.
     pub fn kubeconfig(&self) -> &Path {
         &self.kubeconfig
     }
@@ -336,15 +355,26 @@ fn unanswered(e: &kube::Error) -> String {
 pub struct ClusterFixture {
     source: ClusterSource,
     sweep: Option<SweepOptions>,
+    lease: Option<Duration>,
 }
 
 impl ClusterFixture {
-    /// A fixture for `source`.
+    /// A fixture for `source`. On a cluster the run did not start itself, it first reaps
+    /// what runs killed earlier left, then holds a run lease of 30 s, renewed until the end
+    /// of the run (see [`ledger`](crate::ledger)).
     pub fn new(source: ClusterSource) -> Self {
         Self {
             source,
             sweep: None,
+            lease: Some(Duration::from_secs(30)),
         }
+    }
+
+    /// Sets the run lease's duration, or turns the lease and the reaper off with `None`.
+    #[must_use]
+    pub fn lease(mut self, duration: Option<Duration>) -> Self {
+        self.lease = duration;
+        self
     }
 
     /// Sweeps namespaces left by earlier runs once connected (see [`sweep`](crate::sweep())),
@@ -370,17 +400,41 @@ impl Fixture for ClusterFixture {
     async fn setup(&self, ctx: &FixtureContext) -> Result<Cluster, Failure> {
         let cluster = Cluster::connect(self.source.clone()).await?;
         tracing::info!(cluster = cluster.description(), "connected");
-        if let Some(options) = &self.sweep {
-            let options = options.clone().except_run(ctx.run_id());
-            if let Err(e) = crate::sweep(&cluster.client(), &options).await {
-                let _ = cluster.stop().await;
-                return Err(e.into());
+        let prepared = async {
+            if let Some(duration) = self.lease
+                && cluster.local().is_none()
+            {
+                let reaped = crate::ledger::reap(&cluster.client()).await?;
+                if !reaped.dead_runs.is_empty() {
+                    tracing::info!(runs = ?reaped.dead_runs, deleted = ?reaped.deleted, "reaped what dead runs left");
+                }
+                let lease =
+                    crate::ledger::RunLease::acquire(&cluster.client(), ctx.run_id(), duration).await?;
+                *cluster.lease.lock().unwrap_or_else(|p| p.into_inner()) = Some(lease);
             }
+            if let Some(options) = &self.sweep {
+                let options = options.clone().except_run(ctx.run_id());
+                crate::sweep(&cluster.client(), &options).await?;
+            }
+            Ok::<_, Error>(())
+        }
+        .await;
+        if let Err(e) = prepared {
+            let _ = cluster.stop().await;
+            return Err(e.into());
         }
         Ok(cluster)
     }
 
     async fn teardown(&self, cluster: &Cluster, _ctx: &TeardownContext) -> Result<(), Failure> {
+        let lease = cluster
+            .lease
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(lease) = lease {
+            lease.release().await?;
+        }
         Ok(cluster.stop().await?)
     }
 }

@@ -68,6 +68,7 @@ mod error;
 mod exec;
 mod kubeconfig;
 pub mod leak;
+pub mod ledger;
 pub mod local;
 mod namespace;
 mod retry;
