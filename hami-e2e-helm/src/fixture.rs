@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::Node;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::release::{Chart, HelmRelease};
 
 /// Nodes with this label carry devices the fake device agent registered; the clean-up
@@ -44,9 +44,13 @@ fn classify(key: &str) -> Option<bool> {
 /// registers its device plugins wrote), and returns `(node, key)` of each. Nodes labelled
 /// [`FAKE_DEVICES_LABEL`] keep their registers: the fake device agent owns them.
 ///
+/// It works on every node of the cluster: call it only where the HAMi it cleans up after is
+/// the only one (the release the fixture installed and uninstalled), never beside a HAMi
+/// that keeps running.
+///
 /// # Errors
 ///
-/// [`Error::K8s`] when nodes cannot be listed or patched.
+/// [`Error::K8s`](crate::Error::K8s) when nodes cannot be listed or patched.
 ///
 /// # Cancel safety
 ///
@@ -208,14 +212,12 @@ impl Fixture for HelmReleaseFixture {
             &s.namespace,
             s.chart.clone(),
         )
+        .context(cluster.context().map(str::to_string))
         .timeout(s.timeout);
-        let installed = async {
-            release.install(&s.values).await?;
-            release.wait_ready(cluster.client(), s.timeout).await?;
-            Ok::<_, Error>(())
-        }
-        .await;
-        if let Err(e) = installed {
+        // A failed install removes what it made itself, and never touches a release that
+        // was there before.
+        release.install(&s.values).await?;
+        if let Err(e) = release.wait_ready(cluster.client(), s.timeout).await {
             // A fixture whose set-up fails is not torn down: undo what was made.
             let _ = release.uninstall(cluster.client(), s.timeout).await;
             return Err(e.into());
@@ -239,12 +241,13 @@ impl Fixture for HelmReleaseFixture {
         // client is still good; but the fixture context is gone: reconnect from the
         // kubeconfig the release uses.
         let client = release.client().await?;
-        release.uninstall(client.clone(), self.spec.timeout).await?;
+        let uninstalled = release.uninstall(client.clone(), self.spec.timeout).await;
+        // Also after a failed uninstall: the annotations are HAMi's leftovers either way.
         let removed = clean_node_annotations(&client).await?;
         if !removed.is_empty() {
             tracing::info!(?removed, "removed HAMi's node annotations");
         }
-        Ok(())
+        Ok(uninstalled?)
     }
 }
 

@@ -20,6 +20,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
@@ -177,10 +179,13 @@ pub struct Revision {
 pub struct HelmRelease {
     helm: PathBuf,
     kubeconfig: PathBuf,
+    context: Option<String>,
     name: String,
     namespace: String,
     chart: Chart,
     timeout: Duration,
+    /// Whether our `install` created the namespace (only then does `uninstall` delete it).
+    created_namespace: Arc<AtomicBool>,
 }
 
 impl HelmRelease {
@@ -200,7 +205,16 @@ impl HelmRelease {
             namespace: namespace.into(),
             chart,
             timeout: Duration::from_secs(600),
+            context: None,
+            created_namespace: Arc::default(),
         }
+    }
+
+    /// The kubeconfig context to use (`--kube-context`); its current context by default.
+    #[must_use]
+    pub fn context(mut self, context: Option<String>) -> Self {
+        self.context = context;
+        self
     }
 
     /// How long `install`, `upgrade` and `rollback` may take with `--wait` (default 10 min).
@@ -216,7 +230,17 @@ impl HelmRelease {
     ///
     /// [`Error::K8s`] naming the kubeconfig when it cannot be loaded.
     pub async fn client(&self) -> Result<kube::Client> {
-        Ok(hami_e2e_k8s::client_from_kubeconfig(&self.kubeconfig, None).await?)
+        if self.kubeconfig.as_os_str().is_empty() {
+            let config = kube::Config::incluster().map_err(|e| Error::Invalid {
+                what: "in-cluster configuration".into(),
+                message: e.to_string(),
+            })?;
+            return kube::Client::try_from(config).map_err(|e| Error::Invalid {
+                what: "in-cluster configuration".into(),
+                message: e.to_string(),
+            });
+        }
+        Ok(hami_e2e_k8s::client_from_kubeconfig(&self.kubeconfig, self.context.as_deref()).await?)
     }
 
     /// The release's name.
@@ -237,12 +261,14 @@ impl HelmRelease {
     /// Runs `helm` with `args` plus the kubeconfig and namespace flags; returns stdout.
     async fn helm(&self, args: &[String], timeout: Duration) -> Result<String> {
         let mut full: Vec<String> = args.to_vec();
-        full.extend([
-            "--kubeconfig".into(),
-            self.kubeconfig.display().to_string(),
-            "--namespace".into(),
-            self.namespace.clone(),
-        ]);
+        // No kubeconfig (in-cluster): Helm uses the pod's service account.
+        if !self.kubeconfig.as_os_str().is_empty() {
+            full.extend(["--kubeconfig".into(), self.kubeconfig.display().to_string()]);
+        }
+        if let Some(c) = &self.context {
+            full.extend(["--kube-context".into(), c.clone()]);
+        }
+        full.extend(["--namespace".into(), self.namespace.clone()]);
         run_helm(&self.helm, &full, timeout).await
     }
 
@@ -267,6 +293,28 @@ impl HelmRelease {
     /// [`uninstall`](Self::uninstall) removes it.
     pub async fn install(&self, values: &serde_json::Value) -> Result<ReleaseStatus> {
         self.chart.validate()?;
+        // Never touch a release (or namespace) that was there before: it may be the real one.
+        if let Ok(existing) = self.status().await {
+            return Err(Error::Invalid {
+                what: format!("release `{}` in `{}`", self.name, self.namespace),
+                message: format!(
+                    "it exists already (revision {} {}); upgrade it, or uninstall it first",
+                    existing.version, existing.info.status
+                ),
+            });
+        }
+        let client = self.client().await?;
+        let namespaces: kube::Api<Namespace> = kube::Api::all(client);
+        let existed = namespaces
+            .get_opt(&self.namespace)
+            .await
+            .map_err(|source| hami_e2e_k8s::Error::Api {
+                action: "get",
+                object: format!("namespace/{}", self.namespace),
+                source,
+            })?
+            .is_some();
+        self.created_namespace.store(!existed, Ordering::SeqCst);
         let file = self.values_file(values)?;
         let mut args = vec!["install".to_string(), self.name.clone()];
         args.extend(self.chart.args());
@@ -625,7 +673,10 @@ impl HelmRelease {
                 _ => {}
             }
         }
-        // The namespace `install --create-namespace` made.
+        // The namespace, only if our `install --create-namespace` made it.
+        if !self.created_namespace.load(Ordering::SeqCst) {
+            return Ok(());
+        }
         let namespaces: Api<Namespace> = Api::all(client);
         match namespaces
             .delete(&self.namespace, &Default::default())
@@ -742,7 +793,18 @@ mod tempfile_path {
     impl TempFile {
         pub(super) fn write(stem: &str, content: &str) -> Result<TempFile> {
             let path = std::env::temp_dir().join(format!("{stem}-{}.yaml", unique()));
-            std::fs::write(&path, content).map_err(|source| Error::Io {
+            // Values may hold credentials: readable by this user only.
+            let written = {
+                use std::io::Write;
+                use std::os::unix::fs::OpenOptionsExt;
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&path)
+                    .and_then(|mut f| f.write_all(content.as_bytes()))
+            };
+            written.map_err(|source| Error::Io {
                 action: "write",
                 path: path.clone(),
                 source,

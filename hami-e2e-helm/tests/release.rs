@@ -68,6 +68,15 @@ async fn install_upgrade_rollback_uninstall() {
         .wait_ready(client.clone(), WAIT)
         .await
         .expect("ready");
+    // A second install never touches the release that is there (it may be the real one).
+    let again = release.install(&serde_json::json!({})).await.unwrap_err();
+    assert!(
+        again.to_string().starts_with(
+            "invalid release `demo` in `demo-system`: it exists already (revision 1 deployed)"
+        ),
+        "{again}"
+    );
+    assert_eq!(release.status().await.unwrap().info.status, "deployed");
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "demo-system");
     let web = deployments.get("demo-web").await.unwrap();
     assert_eq!(web.status.unwrap().available_replicas, Some(2));

@@ -85,20 +85,28 @@ where
     let mut stdout_reader = process.stdout();
     let mut stderr_reader = process.stderr();
     let read_out = async {
-        let mut s = String::new();
-        if let Some(r) = stdout_reader.as_mut() {
-            let _ = r.read_to_string(&mut s).await;
+        let mut bytes = Vec::new();
+        match stdout_reader.as_mut() {
+            Some(r) => r.read_to_end(&mut bytes).await.map(|_| bytes),
+            None => Ok(bytes),
         }
-        s
     };
     let read_err = async {
-        let mut s = String::new();
-        if let Some(r) = stderr_reader.as_mut() {
-            let _ = r.read_to_string(&mut s).await;
+        let mut bytes = Vec::new();
+        match stderr_reader.as_mut() {
+            Some(r) => r.read_to_end(&mut bytes).await.map(|_| bytes),
+            None => Ok(bytes),
         }
-        s
     };
     let (stdout, stderr) = tokio::join!(read_out, read_err);
+    let broken = |e: std::io::Error| Error::Exec {
+        command: command.join(" "),
+        container: target.clone(),
+        source: Box::new(e),
+    };
+    // Output that is not UTF-8 (a binary, another encoding) is kept, lossily.
+    let stdout = String::from_utf8_lossy(&stdout.map_err(broken)?).into_owned();
+    let stderr = String::from_utf8_lossy(&stderr.map_err(broken)?).into_owned();
     let status = match status {
         Some(s) => s.await,
         None => None,
@@ -110,18 +118,18 @@ where
         container: target.clone(),
         source: Box::new(source),
     })?;
-    let mut stderr = stderr;
-    let exit_code = match &status {
-        None => 0,
-        Some(s) => {
-            let (code, known) = exit_code(s);
-            if !known {
-                // Not the command's own exit: say why on stderr, as kubectl does.
-                stderr.push_str(s.message.as_deref().unwrap_or("exec failed"));
-            }
-            code
-        }
+    // Without the final status the stream ended early: the command's fate is unknown.
+    let Some(status) = status else {
+        return Err(broken(std::io::Error::other(
+            "the stream ended without the command's exit status",
+        )));
     };
+    let mut stderr = stderr;
+    let (exit_code, known) = exit_code(&status);
+    if !known {
+        // Not the command's own exit: say why on stderr, as kubectl does.
+        stderr.push_str(status.message.as_deref().unwrap_or("exec failed"));
+    }
     Ok(ExecOutput {
         stdout,
         stderr,

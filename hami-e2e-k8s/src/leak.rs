@@ -85,7 +85,11 @@ pub async fn leaks(
                     .into_iter()
                     .map(|o| (resource.kind.to_lowercase(), o))
                     .collect::<Vec<_>>()),
-                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 403 || s.code == 405 => {
+                // Gone, forbidden, not listable, or an aggregated API that is down.
+                Err(kube::Error::Api(s)) if matches!(s.code, 403 | 404 | 405 | 503) => {
+                    if s.code == 503 {
+                        tracing::warn!(resource = %resource.plural, "not checked for leaks: its API is unavailable");
+                    }
                     Ok(Vec::new())
                 }
                 Err(source) => Err(Error::Api {
@@ -96,25 +100,42 @@ pub async fn leaks(
             }
         }
     });
-    let mut found = Vec::new();
+    let mut objects = Vec::new();
     for result in futures::future::join_all(lists).await {
-        for (kind, object) in result? {
-            let ns = object.namespace();
-            if ns.is_some() && ns.as_deref() == own_namespace {
-                continue;
-            }
-            // The scenario's namespace itself, on its way out.
-            if kind == "namespace"
-                && (Some(object.name_any().as_str()) == own_namespace
-                    || object.metadata.deletion_timestamp.is_some())
+        objects.extend(result?);
+    }
+    // Namespaces labelled for this scenario (this attempt's, and earlier attempts' or
+    // iterations' still terminating or kept on purpose): what is inside them goes with them.
+    let covered: BTreeSet<String> = objects
+        .iter()
+        .filter(|(kind, _)| kind == "namespace")
+        .map(|(_, o)| o.name_any())
+        .chain(own_namespace.map(str::to_string))
+        .collect();
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let mut found = Vec::new();
+    for (kind, object) in objects {
+        let ns = object.namespace();
+        if ns.as_ref().is_some_and(|ns| covered.contains(ns)) {
+            continue;
+        }
+        if kind == "namespace" {
+            let kept = object
+                .annotations()
+                .get(crate::namespace::KEPT_UNTIL_ANNOTATION)
+                .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok())
+                .is_some_and(|t| t > now);
+            if Some(object.name_any().as_str()) == own_namespace
+                || object.metadata.deletion_timestamp.is_some()
+                || kept
             {
                 continue;
             }
-            found.push(match ns {
-                Some(ns) => format!("{kind}/{ns}/{}", object.name_any()),
-                None => format!("{kind}/{}", object.name_any()),
-            });
         }
+        found.push(match ns {
+            Some(ns) => format!("{kind}/{ns}/{}", object.name_any()),
+            None => format!("{kind}/{}", object.name_any()),
+        });
     }
     found.sort();
     Ok(found)

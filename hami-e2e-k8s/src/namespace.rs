@@ -80,6 +80,7 @@ pub fn rerun_command(scenario: &str) -> String {
 
 /// When a scenario's namespace is kept instead of deleted, for debugging.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+#[non_exhaustive]
 pub enum KeepNamespaces {
     /// Always delete (the default).
     #[default]
@@ -133,7 +134,7 @@ pub fn label_value(text: &str) -> String {
 pub fn namespace_name(scenario: &str, suffix: &str) -> String {
     const PREFIX: &str = "hami-e2e-";
     let slug = hami_e2e_core::slug(scenario);
-    let room = 63 - PREFIX.len() - 1 - suffix.len();
+    let room = (63 - PREFIX.len() - 1).saturating_sub(suffix.len());
     let mut slug = slug.chars().take(room).collect::<String>();
     while slug.ends_with('-') {
         slug.pop();
@@ -216,41 +217,56 @@ impl TestNamespace {
     pub async fn create(client: &kube::Client, scenario: &str, run_id: &str) -> Result<Self> {
         let labels = ownership_labels(run_id, scenario);
         let api: Api<Namespace> = Api::all(client.clone());
-        let namespace = retry_transient("create a namespace", || async {
-            let ns = Namespace {
-                metadata: ObjectMeta {
-                    name: Some(namespace_name(scenario, &random_suffix())),
-                    labels: Some(labels.clone()),
-                    ..Default::default()
-                },
+        // One name for all attempts: a retried POST whose first answer was lost finds its
+        // own namespace (409), instead of making a second one.
+        let name = namespace_name(scenario, &random_suffix());
+        let ns = Namespace {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                labels: Some(labels.clone()),
                 ..Default::default()
-            };
-            let name = ns.metadata.name.clone().unwrap_or_default();
-            api.create(&PostParams::default(), &ns)
-                .await
-                .map_err(|source| Error::Api {
-                    action: "create",
-                    object: format!("namespace/{name}"),
-                    source,
-                })
+            },
+            ..Default::default()
+        };
+        let mut attempts = 0;
+        retry_transient("create a namespace", || {
+            attempts += 1;
+            let retried = attempts > 1;
+            let (api, ns, name) = (&api, &ns, &name);
+            async move {
+                match api.create(&PostParams::default(), ns).await {
+                    Ok(_) => Ok(()),
+                    Err(kube::Error::Api(s)) if s.code == 409 && retried => Ok(()),
+                    Err(source) => Err(Error::Api {
+                        action: "create",
+                        object: format!("namespace/{name}"),
+                        source,
+                    }),
+                }
+            }
         })
         .await?;
-        let name = namespace.metadata.name.clone().unwrap_or_default();
         tracing::debug!(namespace = %name, scenario, "namespace created");
-        let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &name);
-        wait::until(
+        let created = Self {
+            name,
+            client: client.clone(),
+            labels,
+        };
+        let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &created.name);
+        let ready = wait::until(
             &sas,
             "default",
             "to be created by the controller-manager",
             Duration::from_secs(60),
             |sa: Option<&ServiceAccount>| sa.is_some(),
         )
-        .await?;
-        Ok(Self {
-            name,
-            client: client.clone(),
-            labels,
-        })
+        .await;
+        if let Err(e) = ready {
+            // Not handed to a fixture, so nobody else would delete it.
+            let _ = created.delete(None).await;
+            return Err(e);
+        }
+        Ok(created)
     }
 
     /// Wraps an existing namespace (for tests that bring their own).
@@ -355,9 +371,11 @@ impl TestNamespace {
     ///
     /// Cancel safe.
     pub async fn mark_kept(&self, duration: Duration) -> Result<String> {
-        let until = k8s_openapi::jiff::Timestamp::now()
-            .checked_add(k8s_openapi::jiff::SignedDuration::try_from(duration).unwrap_or_default())
-            .unwrap_or_else(|_| k8s_openapi::jiff::Timestamp::now())
+        // Saturating: a duration too long to represent keeps it as long as possible.
+        let until = k8s_openapi::jiff::SignedDuration::try_from(duration)
+            .ok()
+            .and_then(|d| k8s_openapi::jiff::Timestamp::now().checked_add(d).ok())
+            .unwrap_or(k8s_openapi::jiff::Timestamp::MAX)
             .to_string();
         let patch =
             serde_json::json!({"metadata": {"annotations": {KEPT_UNTIL_ANNOTATION: until}}});
@@ -452,6 +470,13 @@ impl NamespaceOptions {
     #[must_use]
     pub fn wait_for_deletion(mut self, timeout: Option<Duration>) -> Self {
         self.wait_for_deletion = timeout;
+        self
+    }
+
+    /// How long kept namespaces are spared by the sweeper (default 24 h).
+    #[must_use]
+    pub fn keep_for(mut self, duration: Duration) -> Self {
+        self.keep_for = duration;
         self
     }
 

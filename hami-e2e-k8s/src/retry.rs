@@ -1,9 +1,10 @@
 //! Retries of transient API errors, at the operation that failed.
 //!
-//! kube's client does not retry by itself. The fixtures of this crate wrap their calls in
-//! [`retry_transient`]: HTTP 429 and 5xx, refused or reset connections and timeouts (an API
-//! server restarting) are retried with exponential backoff, at most 6 times over about 15 s;
-//! anything else (403, 404, 409, 422) fails at once with the server's message.
+//! kube's client retries HTTP 429, 503 and 504 itself. The fixtures of this crate wrap their
+//! calls in [`retry_transient`] for what it does not retry: refused or reset connections and
+//! timeouts (an API server restarting), other 5xx answers and `410 Gone`, with exponential
+//! backoff, at most 6 times over about 15 s; anything else (403, 404, 409, 422) fails at once
+//! with the server's message. Nothing is retried twice over.
 
 use std::future::Future;
 use std::time::Duration;
@@ -51,9 +52,14 @@ where
 {
     operation
         .retry(backoff())
-        .when(Error::is_transient)
+        .when(|e: &Error| e.is_transient() && !retried_by_kube(e))
         .notify(|e: &Error, after: Duration| {
             tracing::info!(error = %e, retry_in = ?after, "{what}: transient error, retrying");
         })
         .await
+}
+
+/// Whether kube's own retry layer already retried this error (429, 503, 504).
+fn retried_by_kube(e: &Error) -> bool {
+    matches!(e, Error::Api { source: kube::Error::Api(s), .. } if matches!(s.code, 429 | 503 | 504))
 }

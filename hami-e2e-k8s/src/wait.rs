@@ -51,6 +51,7 @@ const STILL_WAITING_EVERY: Duration = Duration::from_secs(30);
 /// What a [`Condition`] says of one state of the object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[must_use]
+#[non_exhaustive]
 pub enum Verdict {
     /// The condition holds: the wait returns.
     Met,
@@ -94,6 +95,7 @@ where
 }
 
 /// A condition from a function returning a [`Verdict`].
+#[must_use]
 pub fn verdict<K, F>(f: F) -> impl Condition<K>
 where
     F: FnMut(Option<&K>) -> Verdict + Send,
@@ -144,74 +146,81 @@ where
     );
     loop {
         tokio::select! {
-            biased;
-            item = stream.next() => match item {
-                Some(Ok(object)) => {
-                    last_error = None;
-                    match condition.check(object.as_ref()) {
-                        Verdict::Met => {
-                            tracing::debug!(what = %subject, elapsed = ?started.elapsed(), "condition met");
-                            return Ok(object);
+                    biased;
+                    item = stream.next() => match item {
+                        Some(Ok(object)) => {
+                            last_error = None;
+                            match condition.check(object.as_ref()) {
+                                Verdict::Met => {
+                                    tracing::debug!(what = %subject, elapsed = ?started.elapsed(), "condition met");
+                                    return Ok(object);
+                                }
+                                Verdict::Pending => last = Some(object),
+                                Verdict::Never(reason) => {
+                                    return Err(Error::WaitFailed { what: subject, reason });
+                                }
+                            }
                         }
-                        Verdict::Pending => last = Some(object),
-                        Verdict::Never(reason) => {
-                            return Err(Error::WaitFailed { what: subject, reason });
+                        Some(Err(e)) => {
+                            if !is_transient_watch(&e) {
+                                return Err(Error::WaitFailed {
+                                    what: subject,
+                                    reason: format!("the watch failed: {e}"),
+                                });
+                            }
+                            tracing::debug!(what = %subject, error = %e, "watch interrupted; resuming");
+                            last_error = Some(e.to_string());
                         }
-                    }
-                }
-                Some(Err(e)) => {
-                    if !is_transient_watch(&e) {
-                        return Err(Error::WaitFailed {
+                        None => {
+                            return Err(Error::WaitFailed {
+                                what: subject,
+                                reason: "the watch ended".into(),
+                            });
+                        }
+                    },
+                    _ = tokio::time::sleep_until(deadline) => {
+                        let mut observed = match &last {
+                            Some(Some(object)) => describe(object),
+                            Some(None) => "does not exist".to_string(),
+                            None => "nothing (no answer from the API server)".to_string(),
+                        };
+                        if let Some(e) = last_error {
+                            observed.push_str(&format!("; last watch error: {e}"));
+                        }
+        let events = tokio::time::timeout(
+                            // The API server may be what is unwell: do not wait on it for long.
+                            Duration::from_secs(5),
+                            recent_events(
+                                &api.clone().into_client(),
+                                api.namespace().unwrap_or("default"),
+                                K::kind(&()).as_ref(),
+                                name,
+                                5,
+                            ),
+                        )
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                        .unwrap_or_default();
+                        return Err(Error::WaitTimeout {
                             what: subject,
-                            reason: format!("the watch failed: {e}"),
+                            waited: timeout,
+                            last: observed,
+                            events: if events.is_empty() { String::new() } else { format!("; events: {}", events.join(" | ")) },
                         });
                     }
-                    tracing::debug!(what = %subject, error = %e, "watch interrupted; resuming");
-                    last_error = Some(e.to_string());
+                    _ = ticker.tick() => {
+                        let observed = match &last {
+                            Some(Some(object)) => describe(object),
+                            Some(None) => "does not exist".to_string(),
+                            None => "no answer yet".to_string(),
+                        };
+                        tracing::info!(
+                            "still waiting for {subject} ({}; {observed})",
+                            hami_e2e_core::format_duration(started.elapsed())
+                        );
+                    }
                 }
-                None => {
-                    return Err(Error::WaitFailed {
-                        what: subject,
-                        reason: "the watch ended".into(),
-                    });
-                }
-            },
-            _ = tokio::time::sleep_until(deadline) => {
-                let mut observed = match &last {
-                    Some(Some(object)) => describe(object),
-                    Some(None) => "does not exist".to_string(),
-                    None => "nothing (no answer from the API server)".to_string(),
-                };
-                if let Some(e) = last_error {
-                    observed.push_str(&format!("; last watch error: {e}"));
-                }
-                let events = match api.namespace() {
-                    Some(ns) => recent_events(&api.clone().into_client(), ns, K::kind(&()).as_ref(), name, 5)
-                        .await
-                        .unwrap_or_default(),
-                    None => recent_events(&api.clone().into_client(), "default", K::kind(&()).as_ref(), name, 5)
-                        .await
-                        .unwrap_or_default(),
-                };
-                return Err(Error::WaitTimeout {
-                    what: subject,
-                    waited: timeout,
-                    last: observed,
-                    events: if events.is_empty() { String::new() } else { format!("; events: {}", events.join(" | ")) },
-                });
-            }
-            _ = ticker.tick() => {
-                let observed = match &last {
-                    Some(Some(object)) => describe(object),
-                    Some(None) => "does not exist".to_string(),
-                    None => "no answer yet".to_string(),
-                };
-                tracing::info!(
-                    "still waiting for {subject} ({}; {observed})",
-                    hami_e2e_core::format_duration(started.elapsed())
-                );
-            }
-        }
     }
 }
 
@@ -269,6 +278,7 @@ fn is_transient_watch(e: &watcher::Error) -> bool {
 // Conditions
 
 /// The object is gone; with `uid`, also when a new object of the same name replaced it.
+#[must_use]
 pub fn is_deleted<K: Resource>(uid: Option<String>) -> impl Condition<K> {
     move |object: Option<&K>| match object {
         None => true,
@@ -279,6 +289,7 @@ pub fn is_deleted<K: Resource>(uid: Option<String>) -> impl Condition<K> {
 }
 
 /// The pod's phase is `Running`; never, once it has ended.
+#[must_use]
 pub fn is_pod_running() -> impl Condition<Pod> {
     verdict(|pod: Option<&Pod>| match phase(pod) {
         Some("Running") => Verdict::Met,
@@ -291,6 +302,7 @@ pub fn is_pod_running() -> impl Condition<Pod> {
 }
 
 /// The pod's phase is `Succeeded`; never, once it failed.
+#[must_use]
 pub fn is_pod_succeeded() -> impl Condition<Pod> {
     verdict(|pod: Option<&Pod>| match phase(pod) {
         Some("Succeeded") => Verdict::Met,
@@ -303,6 +315,7 @@ pub fn is_pod_succeeded() -> impl Condition<Pod> {
 }
 
 /// The pod's phase is `Failed`; never, once it succeeded.
+#[must_use]
 pub fn is_pod_failed() -> impl Condition<Pod> {
     verdict(|pod: Option<&Pod>| match phase(pod) {
         Some("Failed") => Verdict::Met,
@@ -311,8 +324,8 @@ pub fn is_pod_failed() -> impl Condition<Pod> {
     })
 }
 
-/// The pod is bound to a node (`spec.nodeName` set, or `PodScheduled=True`); never, once
-/// the scheduler said it is unschedulable and `fail_if_unschedulable`.
+/// The pod is bound to a node (`spec.nodeName` set, or `PodScheduled=True`).
+#[must_use]
 pub fn is_pod_scheduled() -> impl Condition<Pod> {
     |pod: Option<&Pod>| {
         pod.is_some_and(|p| {
@@ -324,6 +337,7 @@ pub fn is_pod_scheduled() -> impl Condition<Pod> {
 
 /// The scheduler found no node for the pod: `PodScheduled=False` with reason
 /// `Unschedulable` (or `SchedulerError`, what a failing extender gives).
+#[must_use]
 pub fn is_pod_unschedulable() -> impl Condition<Pod> {
     verdict(|pod: Option<&Pod>| {
         let Some(p) = pod else {
@@ -355,6 +369,7 @@ pub fn is_pod_unschedulable() -> impl Condition<Pod> {
 
 /// The Deployment has rolled out: observed its generation, every replica updated and
 /// available, and `Available=True`.
+#[must_use]
 pub fn is_deployment_available() -> impl Condition<Deployment> {
     |d: Option<&Deployment>| {
         d.is_some_and(|d| {
@@ -377,6 +392,7 @@ pub fn is_deployment_available() -> impl Condition<Deployment> {
 
 /// The DaemonSet has rolled out: observed its generation, every scheduled pod updated and
 /// available.
+#[must_use]
 pub fn is_daemonset_rolled_out() -> impl Condition<DaemonSet> {
     |d: Option<&DaemonSet>| {
         d.is_some_and(|d| {
@@ -623,7 +639,8 @@ pub async fn daemonset_rolled_out(
 ///
 /// # Errors
 ///
-/// [`Error::WaitTimeout`] with the last state (its deletion timestamp and finalizers).
+/// [`Error::WaitTimeout`] with the last state (its deletion timestamp and finalizers);
+/// [`Error::Api`] when the object cannot be read.
 ///
 /// # Cancel safety
 ///
@@ -650,7 +667,8 @@ where
 }
 
 /// Waits for an event with `reason` about the object `kind`/`name` in `namespace`, and
-/// returns the newest such event. Watch-driven: returns as soon as it is recorded.
+/// returns the first one seen (one recorded already, or the next). Watch-driven: returns as
+/// soon as it is recorded.
 ///
 /// # Errors
 ///
@@ -682,10 +700,7 @@ pub async fn event(
             match stream.next().await {
                 Some(Ok(e)) => return Ok(e),
                 Some(Err(e)) => {
-                    if let kube::runtime::watcher::Error::InitialListFailed(inner)
-                    | kube::runtime::watcher::Error::WatchStartFailed(inner) = &e
-                        && !is_transient_kube(inner)
-                    {
+                    if !is_transient_watch(&e) {
                         return Err(Error::WaitFailed {
                             what: what.clone(),
                             reason: format!("the watch failed: {e}"),

@@ -233,9 +233,10 @@ pub fn render(summary: &RunSummary) -> String {
         };
         let _ = write!(
             html,
-            "<div class=\"failure\" id=\"{a}\"><h3>{name}</h3><div class=\"meta\">{reason:?} after {d}{att}</div><pre class=\"message\">{m}</pre>",
+            "<div class=\"failure\" id=\"{a}\"><h3>{name}</h3><div class=\"meta\">{reason} after {d}{att}</div><pre class=\"message\">{m}</pre>",
             a = anchor(*i),
             name = esc(&s.display_name(summary.repeated)),
+            reason = reason.as_str(),
             d = format_duration(s.duration),
             att = if s.attempts > 1 {
                 format!(", {} attempts", s.attempts)
