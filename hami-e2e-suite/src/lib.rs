@@ -1,8 +1,9 @@
 //! HAMi's official end-to-end scenarios, as a library that downstream forks extend.
 //!
 //! The suite runs against the cluster of `--kubeconfig`/`KUBECONFIG`, or, with neither, a
-//! local cluster it starts itself (see `hami_e2e_k8s::ClusterSource`). So far it holds
-//! scenarios that check the cluster itself and the runner; HAMi's scenarios follow.
+//! local cluster it starts itself (see `hami_e2e_k8s::ClusterSource`). It holds scenarios
+//! that check the cluster, the runner and every device backend's fake devices; HAMi's own
+//! scenarios need HAMi's scheduler on the local cluster, which waits for HAMi's Go module.
 //!
 //! Every backend of the run's [`DeviceRegistry`] gets the
 //! device scenarios (`devices::<vendor>::...`). A fork, or a vendor's crate, adds its backend
