@@ -178,6 +178,8 @@ pub struct Cluster {
     local: Option<LocalCluster>,
     lease: std::sync::Mutex<Option<RunLease>>,
     context: Option<String>,
+    hold: std::sync::Mutex<Option<crate::shared::Hold>>,
+    shared_local: bool,
 }
 
 impl fmt::Debug for Cluster {
@@ -209,6 +211,8 @@ impl Cluster {
                     local: Some(local),
                     lease: Default::default(),
                     context: None,
+                    hold: Default::default(),
+                    shared_local: false,
                 })
             }
             ClusterSource::Kubeconfig {
@@ -230,6 +234,8 @@ impl Cluster {
                     local: None,
                     lease: Default::default(),
                     context: context.clone(),
+                    hold: Default::default(),
+                    shared_local: false,
                 })
             }
             ClusterSource::InCluster => {
@@ -250,6 +256,8 @@ impl Cluster {
                     local: None,
                     lease: Default::default(),
                     context: None,
+                    hold: Default::default(),
+                    shared_local: false,
                 })
             }
         }
@@ -264,6 +272,8 @@ impl Cluster {
             local: Some(local),
             lease: Default::default(),
             context: None,
+            hold: Default::default(),
+            shared_local: false,
         }
     }
 
@@ -296,6 +306,12 @@ impl Cluster {
     /// The kubeconfig file, for tools such as Helm; empty for an in-cluster connection.
     pub fn kubeconfig(&self) -> &Path {
         &self.kubeconfig
+    }
+
+    /// Whether this is a local cluster (KWOK nodes, fake devices can be added): the run's own,
+    /// or the one the processes of a nextest run share.
+    pub fn is_local(&self) -> bool {
+        self.local.is_some() || self.shared_local
     }
 
     /// The local cluster, if this run started one (to add fake nodes, restart components).
@@ -356,6 +372,7 @@ pub struct ClusterFixture {
     source: ClusterSource,
     sweep: Option<SweepOptions>,
     lease: Option<Duration>,
+    share: bool,
 }
 
 impl ClusterFixture {
@@ -367,7 +384,18 @@ impl ClusterFixture {
             source,
             sweep: None,
             lease: Some(Duration::from_secs(30)),
+            share: false,
         }
+    }
+
+    /// Under `cargo nextest` (`NEXTEST_RUN_ID` set), attach to one local cluster shared by
+    /// all the run's processes instead of starting one per process (see
+    /// [`shared`](crate::shared)). Only for binaries whose `main` calls
+    /// [`supervise_if_asked`](crate::shared::supervise_if_asked) first.
+    #[must_use]
+    pub fn share_under_nextest(mut self, on: bool) -> Self {
+        self.share = on;
+        self
     }
 
     /// Sets the run lease's duration, or turns the lease and the reaper off with `None`.
@@ -398,6 +426,34 @@ impl Fixture for ClusterFixture {
     }
 
     async fn setup(&self, ctx: &FixtureContext) -> Result<Cluster, Failure> {
+        if let (true, ClusterSource::Local(_), Some(run)) =
+            (self.share, &self.source, crate::shared::nextest_run_id())
+        {
+            let exe = std::env::current_exe()?;
+            let dir = crate::shared::shared_dir(&run);
+            let (kubeconfig, hold) = crate::shared::attach(
+                &dir,
+                std::process::Command::new(exe),
+                Duration::from_secs(3600),
+            )
+            .await?;
+            let cluster = Cluster::connect(ClusterSource::Kubeconfig {
+                path: kubeconfig,
+                context: None,
+            })
+            .await?;
+            *cluster.hold.lock().unwrap_or_else(|p| p.into_inner()) = Some(hold);
+            let cluster = Cluster {
+                source: format!(
+                    "shared local cluster of nextest run {run}, {}",
+                    cluster.source
+                ),
+                shared_local: true,
+                ..cluster
+            };
+            tracing::info!(cluster = cluster.description(), "attached");
+            return Ok(cluster);
+        }
         let cluster = Cluster::connect(self.source.clone()).await?;
         tracing::info!(cluster = cluster.description(), "connected");
         let prepared = async {

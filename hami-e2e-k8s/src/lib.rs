@@ -72,6 +72,7 @@ pub mod ledger;
 pub mod local;
 mod namespace;
 mod retry;
+pub mod shared;
 mod sweep;
 pub mod wait;
 

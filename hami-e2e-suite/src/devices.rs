@@ -6,12 +6,14 @@ use hami_e2e_core::{
     Failure, Fixture, FixtureContext, Requirement, Scenario, Scope, ensure, scenario,
 };
 use hami_e2e_devices::{DeviceInventory, DeviceRegistry, FakeDevices, devices_on_one_node};
-use hami_e2e_k8s::ClusterFixture;
+use std::time::Duration;
+
 use hami_e2e_k8s::local::NodeSpec;
+use hami_e2e_k8s::{ClusterFixture, wait};
 use k8s_openapi::api::core::v1::Node;
 
-/// The flag the suite's probe sets when the run started its own local cluster (fake nodes
-/// can be added).
+/// The flag the suite's probe sets on a local cluster (the run's own, or the one a nextest
+/// run shares): fake nodes can be added.
 pub const LOCAL_CLUSTER: &str = "local-cluster";
 
 /// The run's device backends, as a run-scoped fixture.
@@ -65,9 +67,9 @@ pub(crate) fn backend_scenarios(registry: &DeviceRegistry) -> Vec<Arc<dyn Scenar
                         let cluster = ctx.fixture::<ClusterFixture>().await?;
                         let registry = ctx.fixture::<DevicesFixture>().await?;
                         let backend = registry.get(&vendor)?;
-                        let Some(local) = cluster.local() else {
-                            return Err(Failure::msg("needs the local cluster to add fake nodes"));
-                        };
+                        if !cluster.is_local() {
+                            return Err(Failure::msg("needs a local cluster to add fake nodes"));
+                        }
                         let node_name = hami_e2e_k8s::label_value(&format!(
                             "fake-{vendor}-{}-{}",
                             ctx.run_id(),
@@ -83,17 +85,38 @@ pub(crate) fn backend_scenarios(registry: &DeviceRegistry) -> Vec<Arc<dyn Scenar
                             spec = spec.capacity(k, &v.0);
                         }
                         let client = cluster.client();
+                        let nodes = kube::Api::<Node>::all(client.clone());
                         let cleanup_name = node_name.clone();
-                        let cleanup_client = client.clone();
+                        let cleanup_nodes = nodes.clone();
                         ctx.defer(format!("remove node {node_name}"), async move {
-                            kube::Api::<Node>::all(cleanup_client)
+                            cleanup_nodes
                                 .delete(&cleanup_name, &Default::default())
                                 .await?;
                             Ok(())
                         });
-                        ctx.step("add a node with four fake devices", local.add_node(spec))
+                        // A KWOK node: KWOK (of the run's cluster, or of the one a nextest
+                        // run shares) marks it Ready.
+                        ctx.step("add a node with four fake devices", async {
+                            nodes.create(&Default::default(), &spec.to_node()?).await?;
+                            wait::until(
+                                &nodes,
+                                &node_name,
+                                "to be Ready",
+                                Duration::from_secs(60),
+                                |n: Option<&Node>| {
+                                    n.and_then(|n| n.status.as_ref())
+                                        .and_then(|s| s.conditions.as_ref())
+                                        .is_some_and(|cs| {
+                                            cs.iter()
+                                                .any(|c| c.type_ == "Ready" && c.status == "True")
+                                        })
+                                },
+                            )
                             .await?;
-                        let node = kube::Api::<Node>::all(client).get(&node_name).await?;
+                            Ok::<_, Failure>(())
+                        })
+                        .await?;
+                        let node = nodes.get(&node_name).await?;
                         let read = backend.node_devices(&node)?;
                         ensure!(
                             read.len() == 4,

@@ -75,6 +75,7 @@ pub fn cluster_source(args: &ClusterArgs) -> ClusterSource {
 pub struct Suite {
     registry: DeviceRegistry,
     extra: Vec<Arc<dyn Scenario>>,
+    share: bool,
 }
 
 impl std::fmt::Debug for Suite {
@@ -105,6 +106,7 @@ impl Suite {
         Self {
             registry: DeviceRegistry::builtin(),
             extra: Vec::new(),
+            share: false,
         }
     }
 
@@ -151,7 +153,8 @@ impl Suite {
         Runner::new()
             .fixture(
                 ClusterFixture::new(cluster_source(&args.cluster))
-                    .sweep(args.cluster.sweep_options()),
+                    .sweep(args.cluster.sweep_options())
+                    .share_under_nextest(self.share),
             )
             .fixture(NamespaceFixture::new(args.cluster.namespace_options()))
             .fixture(DevicesFixture::new(registry))
@@ -163,7 +166,7 @@ impl Suite {
                     let mut caps = info
                         .capabilities()
                         .with_fact("cluster", cluster.description());
-                    if cluster.local().is_some() {
+                    if cluster.is_local() {
                         caps = caps.with_flag(LOCAL_CLUSTER);
                     }
                     let nodes = kube::Api::<Node>::all(cluster.client())
@@ -173,18 +176,41 @@ impl Suite {
                     for e in errors {
                         tracing::warn!(error = %e, "a node's device data does not parse");
                     }
-                    // Devices on a cluster the run did not start are real ones.
-                    Ok(inventory.record(caps, cluster.local().is_none()))
+                    // Devices on a cluster that is not a local one are real ones.
+                    Ok(inventory.record(caps, !cluster.is_local()))
                 }
             })
             .scenarios(scenarios)
     }
 
     /// Parses the process's arguments and runs: the `main` of a `harness = false` target.
+    /// Under `cargo nextest`, the run's processes share one local cluster (see
+    /// `hami_e2e_k8s::shared`).
     pub fn main(self) -> ExitCode {
+        if supervise_if_asked() {
+            return ExitCode::SUCCESS;
+        }
         let args = SuiteArgs::parse();
+        self.main_with_args(args)
+    }
+
+    /// Runs with `args` (parsed by the caller, who may have changed them): the same as
+    /// [`main`](Self::main) otherwise, the shared cluster under nextest included. Call
+    /// [`supervise_if_asked`] first thing in `main`.
+    pub fn main_with_args(mut self, args: SuiteArgs) -> ExitCode {
+        self.share = true;
         self.runner(&args).main_with_args(&args.core)
     }
+}
+
+/// If this process is the supervisor of a cluster shared by a nextest run, runs it and
+/// returns `true` (then return from `main`); otherwise returns `false` at once. Starts the
+/// local cluster the suite would start for itself.
+pub fn supervise_if_asked() -> bool {
+    hami_e2e_k8s::shared::supervise_if_asked(|| match cluster_source(&ClusterArgs::default()) {
+        ClusterSource::Local(options) => options,
+        _ => hami_e2e_k8s::local::LocalClusterOptions::default(),
+    })
 }
 
 /// Parses the process's arguments and runs the suite: the `main` of `tests/e2e.rs`.

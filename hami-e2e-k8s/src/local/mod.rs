@@ -41,6 +41,7 @@ use tracing::instrument::WithSubscriber;
 
 pub use fixture::LocalClusterFixture;
 pub use node::{KWOK_NODE_ANNOTATION, NodeSpec};
+pub(crate) use process::{is_alive as process_is_alive, log_tail};
 
 use crate::bincache::{BinaryCache, KubernetesRelease};
 use crate::error::{Error, Result};
