@@ -199,16 +199,26 @@ fn convert<K: DeserializeOwned>(
 }
 
 /// The API groups and resource types the cluster serves, with transient errors retried.
+///
+/// Aggregated discovery first (two requests; an unavailable aggregated API such as a broken
+/// metrics server is reported stale there instead of failing everything), then, on servers
+/// without it, the group-by-group discovery.
 pub(crate) async fn discover(client: &kube::Client) -> Result<Discovery> {
     retry_transient("discover the API", || async {
-        Discovery::new(client.clone())
-            .run()
-            .await
-            .map_err(|source| Error::Api {
-                action: "discover",
-                object: "the API groups".into(),
-                source,
-            })
+        match Discovery::new(client.clone()).run_aggregated().await {
+            Ok(d) => Ok(d),
+            Err(e) => {
+                tracing::debug!(error = %e, "no aggregated discovery; querying group by group");
+                Discovery::new(client.clone())
+                    .run()
+                    .await
+                    .map_err(|source| Error::Api {
+                        action: "discover",
+                        object: "the API groups".into(),
+                        source,
+                    })
+            }
+        }
     })
     .await
 }
