@@ -10,9 +10,6 @@ pub enum Error {
     /// cache).
     #[error(transparent)]
     K8s(#[from] hami_e2e_k8s::Error),
-    /// An error of a device backend.
-    #[error(transparent)]
-    Devices(#[from] hami_e2e_devices::Error),
     /// A `helm` command failed.
     #[error("`{command}` failed ({status}): {stderr}")]
     Helm {
@@ -53,16 +50,6 @@ pub enum Error {
         origin: String,
         /// What is wrong.
         message: String,
-    },
-    /// The HAMi scheduler process failed to start or exited.
-    #[error("the HAMi scheduler {when}; last lines of {}:\n{log_tail}", log.display())]
-    Scheduler {
-        /// "exited during start-up (exit status 1)", "was not ready after 60s".
-        when: String,
-        /// Its log file.
-        log: PathBuf,
-        /// The end of its log.
-        log_tail: String,
     },
     /// Invalid input from the caller.
     #[error("invalid {what}: {message}")]

@@ -658,18 +658,9 @@ impl HelmRelease {
         for (kind, ns, name) in workloads {
             let left = timeout.saturating_sub(started.elapsed());
             match kind.as_str() {
-                "Deployment" => {
-                    let api: Api<Deployment> = Api::namespaced(client.clone(), &ns);
-                    hami_e2e_k8s::wait::deleted(&api, &name, left).await?;
-                }
-                "DaemonSet" => {
-                    let api: Api<DaemonSet> = Api::namespaced(client.clone(), &ns);
-                    hami_e2e_k8s::wait::deleted(&api, &name, left).await?;
-                }
-                "StatefulSet" => {
-                    let api: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
-                    hami_e2e_k8s::wait::deleted(&api, &name, left).await?;
-                }
+                "Deployment" => gone::<Deployment>(&client, &ns, &name, left).await?,
+                "DaemonSet" => gone::<DaemonSet>(&client, &ns, &name, left).await?,
+                "StatefulSet" => gone::<StatefulSet>(&client, &ns, &name, left).await?,
                 _ => {}
             }
         }
@@ -697,6 +688,26 @@ impl HelmRelease {
         hami_e2e_k8s::wait::deleted(&namespaces, &self.namespace, left).await?;
         Ok(())
     }
+}
+
+/// Waits until the namespaced object `name` of kind `K` is gone.
+async fn gone<K>(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    timeout: Duration,
+) -> Result<()>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug
+        + Send
+        + 'static,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    Ok(hami_e2e_k8s::wait::deleted(&api, name, timeout).await?)
 }
 
 /// Runs `helm` directly (no shell) with `args`; returns stdout, or [`Error::Helm`] with the

@@ -80,15 +80,13 @@ pub async fn apply<K>(
 where
     K: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + Debug + 'static,
 {
-    let (api, name, ns) = typed_target(client, namespace, object)?;
-    let mut value =
-        serde_json::to_value(with_labels(object, labels)).map_err(|e| Error::Invalid {
-            what: object_name(&K::kind(&()), ns.as_deref(), &name),
-            message: e.to_string(),
-        })?;
-    // Server-side apply wants the type and leaves the status alone.
-    value["apiVersion"] = K::api_version(&()).as_ref().into();
-    value["kind"] = K::kind(&()).as_ref().into();
+    let name = object.meta().name.clone().ok_or_else(|| Error::Invalid {
+        what: format!("{} without a name", K::kind(&()).to_lowercase()),
+        message: "server-side apply needs metadata.name".into(),
+    })?;
+    let (api, ns) = typed_target(client, namespace, object, &name)?;
+    let mut value = typed_json(&with_labels(object, labels), ns.as_deref(), &name)?;
+    // Server-side apply leaves the status alone.
     if let Some(map) = value.as_object_mut() {
         map.remove("status");
     }
@@ -126,22 +124,10 @@ where
     K: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + Debug + 'static,
 {
     let object = with_labels(object, labels);
-    let ns = target_namespace(&object, namespace);
-    if TypeId::of::<K::Scope>() == TypeId::of::<NamespaceResourceScope>() && ns.is_none() {
-        return Err(Error::Invalid {
-            what: format!("{} `{}`", K::kind(&()).to_lowercase(), object.name_any()),
-            message: "a namespaced object needs a namespace".into(),
-        });
-    }
-    let api = dynamic_api::<K>(client, ns.as_deref());
     // `name_any` also covers objects named by the server (`generateName`).
     let name = object.name_any();
-    let mut value = serde_json::to_value(&object).map_err(|e| Error::Invalid {
-        what: object_name(&K::kind(&()), ns.as_deref(), &name),
-        message: e.to_string(),
-    })?;
-    value["apiVersion"] = K::api_version(&()).as_ref().into();
-    value["kind"] = K::kind(&()).as_ref().into();
+    let (api, ns) = typed_target(client, namespace, &object, &name)?;
+    let value = typed_json(&object, ns.as_deref(), &name)?;
     let dynamic: DynamicObject = serde_json::from_value(value).map_err(|e| Error::Invalid {
         what: object_name(&K::kind(&()), ns.as_deref(), &name),
         message: e.to_string(),
@@ -159,27 +145,40 @@ where
     convert(created, &K::kind(&()), ns.as_deref(), &name)
 }
 
+/// The dynamic API a typed object goes through, and its namespace (its own, else
+/// `namespace`, for namespaced kinds).
 fn typed_target<K>(
     client: &kube::Client,
     namespace: Option<&str>,
     object: &K,
-) -> Result<(Api<DynamicObject>, String, Option<String>)>
+    name: &str,
+) -> Result<(Api<DynamicObject>, Option<String>)>
 where
     K: Resource<DynamicType = ()> + 'static,
 {
     let ns = target_namespace(object, namespace);
-    let name = object.meta().name.clone().ok_or_else(|| Error::Invalid {
-        what: format!("{} without a name", K::kind(&()).to_lowercase()),
-        message: "server-side apply needs metadata.name".into(),
-    })?;
     let namespaced = TypeId::of::<K::Scope>() == TypeId::of::<NamespaceResourceScope>();
     if namespaced && ns.is_none() {
         return Err(Error::Invalid {
-            what: object_name(&K::kind(&()), None, &name),
+            what: object_name(&K::kind(&()), None, name),
             message: "a namespaced object needs a namespace".into(),
         });
     }
-    Ok((dynamic_api::<K>(client, ns.as_deref()), name, ns))
+    Ok((dynamic_api::<K>(client, ns.as_deref()), ns))
+}
+
+/// The object as JSON with its `apiVersion` and `kind` (which typed values leave out).
+fn typed_json<K>(object: &K, namespace: Option<&str>, name: &str) -> Result<serde_json::Value>
+where
+    K: Resource<DynamicType = ()> + Serialize,
+{
+    let mut value = serde_json::to_value(object).map_err(|e| Error::Invalid {
+        what: object_name(&K::kind(&()), namespace, name),
+        message: e.to_string(),
+    })?;
+    value["apiVersion"] = K::api_version(&()).as_ref().into();
+    value["kind"] = K::kind(&()).as_ref().into();
+    Ok(value)
 }
 
 fn convert<K: DeserializeOwned>(

@@ -203,17 +203,7 @@ impl Cluster {
     pub async fn connect(source: ClusterSource) -> Result<Cluster> {
         match source {
             ClusterSource::Local(options) => {
-                let local = LocalCluster::start(options).await?;
-                Ok(Cluster {
-                    client: local.client(),
-                    kubeconfig: local.kubeconfig().to_path_buf(),
-                    source: format!("local cluster {} at {}", local.version(), local.server()),
-                    local: Some(local),
-                    lease: Default::default(),
-                    context: None,
-                    hold: Default::default(),
-                    shared_local: false,
-                })
+                Ok(Cluster::from_local(LocalCluster::start(options).await?))
             }
             ClusterSource::Kubeconfig {
                 ref path,
@@ -227,16 +217,12 @@ impl Cluster {
                         source_name: describe(path, context.as_deref()),
                         message: unanswered(&e),
                     })?;
-                Ok(Cluster {
+                Ok(Cluster::remote(
                     client,
-                    kubeconfig: path.clone(),
-                    source: format!("{source}, Kubernetes {}", version.git_version),
-                    local: None,
-                    lease: Default::default(),
-                    context: context.clone(),
-                    hold: Default::default(),
-                    shared_local: false,
-                })
+                    path.clone(),
+                    format!("{source}, Kubernetes {}", version.git_version),
+                    context.clone(),
+                ))
             }
             ClusterSource::InCluster => {
                 let invalid = |message: String| Error::Kubeconfig {
@@ -249,29 +235,43 @@ impl Cluster {
                     .apiserver_version()
                     .await
                     .map_err(|e| invalid(unanswered(&e)))?;
-                Ok(Cluster {
+                Ok(Cluster::remote(
                     client,
-                    kubeconfig: PathBuf::new(),
-                    source: format!("{source}, Kubernetes {}", version.git_version),
-                    local: None,
-                    lease: Default::default(),
-                    context: None,
-                    hold: Default::default(),
-                    shared_local: false,
-                })
+                    PathBuf::new(),
+                    format!("{source}, Kubernetes {}", version.git_version),
+                    None,
+                ))
             }
         }
     }
 
     /// Wraps a local cluster started by hand; [`Cluster::stop`] stops it.
     pub fn from_local(local: LocalCluster) -> Cluster {
+        let source = format!("local cluster {} at {}", local.version(), local.server());
+        let mut cluster = Cluster::remote(
+            local.client(),
+            local.kubeconfig().to_path_buf(),
+            source,
+            None,
+        );
+        cluster.local = Some(local);
+        cluster
+    }
+
+    /// A cluster without a local cluster behind it (yet).
+    fn remote(
+        client: kube::Client,
+        kubeconfig: PathBuf,
+        source: String,
+        context: Option<String>,
+    ) -> Cluster {
         Cluster {
-            client: local.client(),
-            kubeconfig: local.kubeconfig().to_path_buf(),
-            source: format!("local cluster {} at {}", local.version(), local.server()),
-            local: Some(local),
+            client,
+            kubeconfig,
+            source,
+            local: None,
             lease: Default::default(),
-            context: None,
+            context,
             hold: Default::default(),
             shared_local: false,
         }
@@ -633,11 +633,7 @@ impl NodeInfo {
     /// What [`ClusterInfo`] keeps of a node.
     pub fn from_node(node: &Node) -> NodeInfo {
         let status = node.status.clone().unwrap_or_default();
-        let ready = status
-            .conditions
-            .iter()
-            .flatten()
-            .any(|c| c.type_ == "Ready" && c.status == "True")
+        let ready = crate::wait::node_is_ready(node)
             && node.spec.as_ref().and_then(|s| s.unschedulable) != Some(true);
         let extended = status
             .allocatable

@@ -120,11 +120,7 @@ pub async fn leaks(
             continue;
         }
         if kind == "namespace" {
-            let kept = object
-                .annotations()
-                .get(crate::namespace::KEPT_UNTIL_ANNOTATION)
-                .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok())
-                .is_some_and(|t| t > now);
+            let kept = crate::namespace::is_kept(&object.metadata, now);
             if Some(object.name_any().as_str()) == own_namespace
                 || object.metadata.deletion_timestamp.is_some()
                 || kept

@@ -36,9 +36,7 @@ use kube::api::{
 use kube::{Api, ResourceExt};
 
 use crate::error::{Error, Result};
-use crate::namespace::{
-    KEPT_UNTIL_ANNOTATION, MANAGED_BY, MANAGED_BY_LABEL, RUN_LABEL, label_value,
-};
+use crate::namespace::{MANAGED_BY, MANAGED_BY_LABEL, RUN_LABEL, is_kept, label_value};
 use crate::retry::retry_transient;
 
 /// Where run leases live.
@@ -260,12 +258,7 @@ pub async fn reap(client: &kube::Client) -> Result<ReapReport> {
                 }
                 let kind = resource.kind.to_lowercase();
                 let name = object.name_any();
-                let kept = object
-                    .annotations()
-                    .get(KEPT_UNTIL_ANNOTATION)
-                    .and_then(|t| t.parse::<Timestamp>().ok())
-                    .is_some_and(|t| t > now);
-                if kept {
+                if is_kept(&object.metadata, now) {
                     report.kept.push(format!("{kind}/{name}"));
                     continue;
                 }

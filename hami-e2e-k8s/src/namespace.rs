@@ -56,6 +56,15 @@ pub const FIELD_MANAGER: &str = "hami-e2e";
 /// Annotation of a kept namespace: until when (RFC 3339) the sweeper must spare it.
 pub const KEPT_UNTIL_ANNOTATION: &str = "hami-e2e.io/kept-until";
 
+/// Whether an object is kept on purpose at `now` (its [`KEPT_UNTIL_ANNOTATION`] is later).
+pub(crate) fn is_kept(meta: &ObjectMeta, now: k8s_openapi::jiff::Timestamp) -> bool {
+    meta.annotations
+        .as_ref()
+        .and_then(|a| a.get(KEPT_UNTIL_ANNOTATION))
+        .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok())
+        .is_some_and(|t| t > now)
+}
+
 /// The command that re-runs one scenario of the current test binary: `cargo test -p <pkg>
 /// --test <target> -- --exact '<scenario>'` under cargo, else `<program> --exact '<scenario>'`.
 pub fn rerun_command(scenario: &str) -> String {

@@ -25,9 +25,7 @@ use kube::Api;
 use kube::api::{DeleteParams, ListParams};
 
 use crate::error::{Error, Result};
-use crate::namespace::{
-    KEPT_UNTIL_ANNOTATION, MANAGED_BY, MANAGED_BY_LABEL, RUN_LABEL, label_value,
-};
+use crate::namespace::{MANAGED_BY, MANAGED_BY_LABEL, RUN_LABEL, is_kept, label_value};
 use crate::retry::retry_transient;
 
 /// What [`sweep`] deletes.
@@ -106,13 +104,7 @@ pub async fn sweep(client: &kube::Client, options: &SweepOptions) -> Result<Vec<
             continue;
         }
         // Kept on purpose (`--keep-namespaces`), until its expiry.
-        let kept_until = ns
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(KEPT_UNTIL_ANNOTATION))
-            .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok());
-        if kept_until.is_some_and(|t| t > now) {
+        if is_kept(&ns.metadata, now) {
             continue;
         }
         let age = ns

@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
-use k8s_openapi::api::core::v1::{Event, Pod};
+use k8s_openapi::api::core::v1::{Event, Node, Pod};
 use kube::api::ListParams;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
@@ -365,6 +365,20 @@ pub fn is_pod_unschedulable() -> impl Condition<Pod> {
             _ => Verdict::Pending,
         }
     })
+}
+
+/// Whether the node's `Ready` condition is `True`.
+pub fn node_is_ready(node: &Node) -> bool {
+    node.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// The node exists and is `Ready` (KWOK marks fake nodes so within a second or two).
+#[must_use]
+pub fn is_node_ready() -> impl Condition<Node> {
+    |n: Option<&Node>| n.is_some_and(node_is_ready)
 }
 
 /// The Deployment has rolled out: observed its generation, every replica updated and

@@ -103,14 +103,7 @@ pub(crate) fn backend_scenarios(registry: &DeviceRegistry) -> Vec<Arc<dyn Scenar
                                 &node_name,
                                 "to be Ready",
                                 Duration::from_secs(60),
-                                |n: Option<&Node>| {
-                                    n.and_then(|n| n.status.as_ref())
-                                        .and_then(|s| s.conditions.as_ref())
-                                        .is_some_and(|cs| {
-                                            cs.iter()
-                                                .any(|c| c.type_ == "Ready" && c.status == "True")
-                                        })
-                                },
+                                wait::is_node_ready(),
                             )
                             .await?;
                             Ok::<_, Failure>(())

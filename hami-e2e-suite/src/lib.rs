@@ -232,14 +232,7 @@ pub fn scenarios() -> Vec<Arc<dyn Scenario>> {
                     let ready = nodes
                         .items
                         .iter()
-                        .filter(|n| {
-                            n.status
-                                .as_ref()
-                                .and_then(|s| s.conditions.as_ref())
-                                .is_some_and(|cs| {
-                                    cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")
-                                })
-                        })
+                        .filter(|n| wait::node_is_ready(n))
                         .count();
                     ensure!(
                         ready > 0,

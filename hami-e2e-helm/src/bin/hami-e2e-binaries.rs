@@ -36,12 +36,10 @@ async fn main() -> ExitCode {
     match build(all).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("hami-e2e-binaries: {e}");
-            let mut source = std::error::Error::source(&e);
-            while let Some(cause) = source {
-                eprintln!("  caused by: {cause}");
-                source = cause.source();
-            }
+            eprintln!(
+                "hami-e2e-binaries: {}",
+                hami_e2e_core::Failure::from(e).report()
+            );
             ExitCode::FAILURE
         }
     }

@@ -46,17 +46,6 @@ enum Command {
     },
 }
 
-/// The error and its causes, one per line.
-fn report(e: &dyn std::error::Error) -> String {
-    let mut text = format!("error: {e}");
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(&format!("\n  caused by: {s}"));
-        source = s.source();
-    }
-    text
-}
-
 async fn up(
     k8s_version: Option<String>,
     nodes: usize,
@@ -154,7 +143,7 @@ async fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("{}", report(&e));
+            eprintln!("error: {}", hami_e2e_core::Failure::from(e).report());
             ExitCode::FAILURE
         }
     }

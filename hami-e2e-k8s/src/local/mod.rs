@@ -716,9 +716,7 @@ impl LocalCluster {
             })?;
         let started = Instant::now();
         let ready = await_condition(api, spec.name(), |n: Option<&Node>| {
-            n.and_then(|n| n.status.as_ref())
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            n.is_some_and(crate::wait::node_is_ready)
         });
         match tokio::time::timeout(self.start_timeout, ready).await {
             Ok(Ok(Some(node))) => {

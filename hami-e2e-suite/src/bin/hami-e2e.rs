@@ -76,12 +76,7 @@ fn sweep(args: &ClusterArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e}");
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                eprintln!("  caused by: {s}");
-                source = s.source();
-            }
+            eprintln!("error: {}", hami_e2e_core::Failure::from(e).report());
             ExitCode::FAILURE
         }
     }
