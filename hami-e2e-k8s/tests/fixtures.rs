@@ -94,17 +94,6 @@ async fn namespace_exists(client: &kube::Client, name: &str) -> bool {
         .is_some()
 }
 
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn scenarios_get_isolated_namespaces_waits_and_diagnostics() {
     let local = local(true).await;
@@ -314,7 +303,7 @@ async fn scenarios_get_isolated_namespaces_waits_and_diagnostics() {
             empty.spec.as_mut().unwrap().containers.clear();
             let invalid = ns.apply(&empty).await.expect_err("no containers");
             ensure!(!invalid.is_transient(), "422 is not transient");
-            let text = chain(&invalid);
+            let text = Failure::from(invalid).report();
             ensure!(text.starts_with(&format!("failed to apply pod/{}/empty", ns.name())), "{text}");
             ensure!(text.contains("spec.containers: Required value"), "{text}");
             Ok(())
