@@ -95,6 +95,11 @@ pub struct Args {
     #[arg(long, env = "HAMI_E2E_REQUIRE")]
     pub require: bool,
 
+    /// Device-aware admission: `on` starts a scenario only when the devices it demands are
+    /// free; `off` starts scenarios as --parallel allows [default: on].
+    #[arg(long, env = "HAMI_E2E_ADMISSION", value_name = "on|off")]
+    pub admission: Option<String>,
+
     /// Write a JUnit XML report here.
     #[arg(long, env = "HAMI_E2E_JUNIT", value_name = "PATH")]
     pub junit: Option<PathBuf>,
@@ -198,6 +203,10 @@ pub struct RunConfig {
     pub until_it_fails: bool,
     /// Missing requirements fail instead of skipping.
     pub require: bool,
+    /// Start scenarios only when the devices they demand are free (see
+    /// [`admission`](crate::admission)); `false` starts them as `parallel` allows, each
+    /// given the devices it would get with nothing else running.
+    pub admission: bool,
     /// JUnit path.
     pub junit: Option<PathBuf>,
     /// JSON lines path.
@@ -231,6 +240,7 @@ impl Default for RunConfig {
             repeat: 1,
             until_it_fails: false,
             require: false,
+            admission: true,
             junit: None,
             json: None,
             html: None,
@@ -328,6 +338,16 @@ impl RunConfig {
         }
         c.until_it_fails = args.until_it_fails;
         c.require = args.require;
+        c.admission = match args.admission.as_deref().map(str::trim) {
+            None | Some("on" | "true" | "1") => true,
+            Some("off" | "false" | "0") => false,
+            Some(other) => {
+                return Err(invalid(
+                    "--admission (HAMI_E2E_ADMISSION)",
+                    &format!("unknown value `{other}` (on, off)"),
+                ));
+            }
+        };
         c.junit = args.junit.clone();
         c.json = args.json.clone();
         c.html = args.html.clone();
@@ -390,5 +410,9 @@ mod tests {
         let e = parse(&["--format", "xml"]).unwrap_err().to_string();
         assert!(e.contains("unknown format `xml`"), "{e}");
         assert!(parse(&["--ignored", "--include-ignored"]).is_err());
+        let e = parse(&["--admission", "maybe"]).unwrap_err().to_string();
+        assert!(e.contains("--admission") && e.contains("`maybe`"), "{e}");
+        assert!(!parse(&["--admission", "off"]).unwrap().admission);
+        assert!(parse(&[]).unwrap().admission);
     }
 }

@@ -78,6 +78,14 @@ impl Context {
         self.shared.attempt
     }
 
+    /// The devices admission handed this scenario, one list per
+    /// [`Demand`](crate::Demand) it declared (empty without demands). Pin pods to
+    /// [`Reservation::node`](crate::Reservation::node): other scenarios running meanwhile
+    /// hold other devices.
+    pub fn devices(&self) -> &crate::admission::Reservation {
+        &self.shared.devices
+    }
+
     /// The iteration (1-based) under `--repeat`.
     pub fn iteration(&self) -> u32 {
         self.shared.iteration

@@ -256,6 +256,11 @@ pub struct ScenarioReport {
     pub start: Duration,
     /// Parallel slot that ran it (0-based), for timelines.
     pub slot: usize,
+    /// How long it waited for the devices it demands (device-aware admission).
+    #[serde(serialize_with = "ser_duration")]
+    pub queued: Duration,
+    /// The devices admission handed it (`nvidia:node-a/GPU-0`).
+    pub devices: Vec<String>,
     /// Steps of the last attempt.
     pub steps: Vec<StepRecord>,
     /// Teardown errors of the last attempt.

@@ -227,6 +227,8 @@ pub(crate) struct ScenarioShared {
     pub(crate) artifacts_used: std::sync::atomic::AtomicBool,
     /// Run-scoped fixtures this scenario used: their `on_failure` runs when it fails.
     pub(crate) run_fixtures: Mutex<Vec<UsedFixture>>,
+    /// The devices admission handed it.
+    pub(crate) devices: Arc<crate::admission::Reservation>,
 }
 
 /// A run-scoped fixture a scenario used, with its value.

@@ -81,6 +81,7 @@
 //!
 //! 1.89, as kube's.
 
+pub mod admission;
 mod args;
 mod cancel;
 mod context;
@@ -95,6 +96,7 @@ mod requirement;
 mod runner;
 mod scenario;
 
+pub use admission::{Demand, DevicePool, GrantedDevice, PoolDevice, Reservation};
 pub use args::{Args, IgnoredMode, ListFormat, RunConfig};
 pub use cancel::CancelToken;
 pub use context::Context;

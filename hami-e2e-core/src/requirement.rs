@@ -30,6 +30,9 @@ pub struct Capabilities {
     pub quantities: BTreeMap<String, u64>,
     /// Free-form facts for the run summary (`kubernetes` = `v1.37.2`).
     pub facts: BTreeMap<String, String>,
+    /// The devices scenarios' [`Demand`](crate::Demand)s are admitted against (see
+    /// [`admission`](crate::admission)).
+    pub devices: Vec<crate::admission::PoolDevice>,
 }
 
 impl Capabilities {
@@ -51,6 +54,13 @@ impl Capabilities {
     #[must_use]
     pub fn with_fact(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.facts.insert(name.into(), value.into());
+        self
+    }
+
+    /// Adds a device scenarios may be admitted to.
+    #[must_use]
+    pub fn with_device(mut self, device: crate::admission::PoolDevice) -> Self {
+        self.devices.push(device);
         self
     }
 

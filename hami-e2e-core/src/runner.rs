@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
-use tokio::sync::{OnceCell, Semaphore, mpsc, oneshot};
+use tokio::sync::{OnceCell, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
@@ -486,6 +486,10 @@ fn print_plan(
             };
             line.push_str(&format!(" {verb}: {}", reqs.join(", ")));
         }
+        let demands: Vec<String> = s.demands().iter().map(ToString::to_string).collect();
+        if !demands.is_empty() {
+            line.push_str(&format!(" holds: {}", demands.join(", ")));
+        }
         let timeout = s.timeout().unwrap_or(config.timeout);
         line.push_str(&format!(" timeout {}", format_duration(timeout)));
         let _ = writeln!(out, "{line}");
@@ -505,6 +509,8 @@ fn static_report(s: &dyn Scenario, outcome: Outcome) -> ScenarioReport {
         duration: Duration::ZERO,
         start: Duration::ZERO,
         slot: 0,
+        queued: Duration::ZERO,
+        devices: Vec::new(),
         steps: Vec::new(),
         teardown_errors: Vec::new(),
         attachments: Vec::new(),
@@ -659,6 +665,65 @@ impl Slots {
     }
 }
 
+/// A scenario waiting to start, and since when.
+struct Pending {
+    scenario: Arc<dyn Scenario>,
+    since: Instant,
+}
+
+/// What the dispatcher decided for a pending scenario.
+enum Admit {
+    /// Start it with these devices.
+    Start(crate::admission::Reservation),
+    /// Its demand fits no time: report this outcome without running it.
+    Never(Outcome),
+    /// Not now: devices it needs are held.
+    Wait,
+}
+
+/// Decides whether `s` may start now. Scenarios without demands always may; so may those
+/// with unmet requirements, or a failed probe, which `run_scenario` reports.
+async fn admit(
+    run: &Arc<RunShared>,
+    config: &RunConfig,
+    probe: &Prober,
+    pool: &mut Option<crate::admission::DevicePool>,
+    s: &dyn Scenario,
+) -> Admit {
+    use crate::admission::{DevicePool, Reservation};
+    if s.demands().is_empty() {
+        return Admit::Start(Reservation::default());
+    }
+    let caps = match probe.get(run).await {
+        Ok(caps) => caps,
+        Err(_) => return Admit::Start(Reservation::default()),
+    };
+    if s.requirements().iter().any(|r| r.check(caps).is_err()) {
+        return Admit::Start(Reservation::default());
+    }
+    let pool = pool.get_or_insert_with(|| DevicePool::new(caps.devices.clone()));
+    if let Err(reason) = pool.can_ever_hold(s.demands()) {
+        return Admit::Never(if config.require {
+            Outcome::Failed {
+                reason: FailureReason::Requirement,
+                message: format!("required but {reason}"),
+            }
+        } else {
+            Outcome::Skipped { reason }
+        });
+    }
+    if !config.admission {
+        return Admit::Start(pool.place_alone(s.demands()).unwrap_or_default());
+    }
+    match pool.try_reserve(s.demands()) {
+        Some(r) => Admit::Start(r),
+        None => Admit::Wait,
+    }
+}
+
+/// Runs one iteration of the selection: starts scenarios in name order as `--parallel`
+/// and the devices they demand allow (a scenario whose devices are held waits, and those
+/// behind it that fit go first), and collects their reports.
 async fn run_iteration(
     run: &Arc<RunShared>,
     config: &Arc<RunConfig>,
@@ -666,63 +731,117 @@ async fn run_iteration(
     to_run: &[Arc<dyn Scenario>],
     iteration: u32,
 ) -> Vec<ScenarioReport> {
-    let semaphore = Arc::new(Semaphore::new(config.parallel));
     let slots = Arc::new(Slots(Mutex::new(vec![false; config.parallel])));
     let failed = Arc::new(AtomicBool::new(false));
     let mut set = JoinSet::new();
     let mut reports = Vec::new();
-    let not_run = |s: &Arc<dyn Scenario>, reason: &str| {
-        let mut r = static_report(
-            s.as_ref(),
-            Outcome::Skipped {
-                reason: reason.to_string(),
-            },
-        );
+    let mut pool = None;
+    let mut running = 0;
+    let now = Instant::now();
+    let mut pending: std::collections::VecDeque<Pending> = to_run
+        .iter()
+        .map(|s| Pending {
+            scenario: s.clone(),
+            since: now,
+        })
+        .collect();
+    let finish_unrun = |s: &Arc<dyn Scenario>, outcome: Outcome| {
+        let mut r = static_report(s.as_ref(), outcome);
         r.iteration = iteration;
         run.events.emit(EventKind::ScenarioFinished(r.clone()));
         r
     };
-    for s in to_run {
-        let permit = tokio::select! {
-            biased;
-            _ = run.cancel.cancelled() => None,
-            p = semaphore.clone().acquire_owned() => p.ok(),
+    loop {
+        let stop = if run.cancel.is_cancelled() {
+            Some("not run: the run was cancelled")
+        } else if config.fail_fast && failed.load(Ordering::Relaxed) {
+            Some("not run: --fail-fast after a failure")
+        } else {
+            None
         };
-        if run.cancel.is_cancelled() || permit.is_none() {
-            reports.push(not_run(s, "not run: the run was cancelled"));
-            continue;
-        }
-        if config.fail_fast && failed.load(Ordering::Relaxed) {
-            reports.push(not_run(s, "not run: --fail-fast after a failure"));
-            continue;
-        }
-        let (run, config, probe, s, slots, failed) = (
-            run.clone(),
-            config.clone(),
-            probe.clone(),
-            s.clone(),
-            slots.clone(),
-            failed.clone(),
-        );
-        set.spawn(async move {
-            let slot = slots.take();
-            let report = run_scenario(&run, &config, &probe, s, iteration, slot).await;
-            slots.give(slot);
-            if report.outcome.is_failed() {
-                failed.store(true, Ordering::Relaxed);
+        if let Some(reason) = stop {
+            for p in pending.drain(..) {
+                let outcome = Outcome::Skipped {
+                    reason: reason.to_string(),
+                };
+                reports.push(finish_unrun(&p.scenario, outcome));
             }
-            drop(permit);
-            report
-        });
-        // Collect what has finished, so memory stays flat on long runs.
-        while let Some(Ok(r)) = set.try_join_next() {
-            reports.push(r);
         }
-    }
-    while let Some(joined) = set.join_next().await {
-        match joined {
-            Ok(r) => reports.push(r),
-            Err(e) => tracing::error!("a scenario task failed outside its body: {e}"),
+        // Start what may start, first come first served among those that fit.
+        let mut i = 0;
+        while running < config.parallel && i < pending.len() {
+            match admit(run, config, probe, &mut pool, pending[i].scenario.as_ref()).await {
+                Admit::Wait => i += 1,
+                Admit::Never(outcome) => {
+                    if let Some(p) = pending.remove(i) {
+                        reports.push(finish_unrun(&p.scenario, outcome));
+                    }
+                }
+                Admit::Start(reservation) => {
+                    let Some(p) = pending.remove(i) else { break };
+                    running += 1;
+                    let (run, config, probe, slots, failed) = (
+                        run.clone(),
+                        config.clone(),
+                        probe.clone(),
+                        slots.clone(),
+                        failed.clone(),
+                    );
+                    let queued = p.since.elapsed();
+                    set.spawn(async move {
+                        let reservation = Arc::new(reservation);
+                        let slot = slots.take();
+                        let mut report = run_scenario(
+                            &run,
+                            &config,
+                            &probe,
+                            p.scenario,
+                            iteration,
+                            slot,
+                            reservation.clone(),
+                        )
+                        .await;
+                        report.queued = queued;
+                        slots.give(slot);
+                        if report.outcome.is_failed() {
+                            failed.store(true, Ordering::Relaxed);
+                        }
+                        (report, reservation)
+                    });
+                }
+            }
+        }
+        if running == 0 {
+            if pending.is_empty() {
+                break;
+            }
+            // Nothing runs, so every device is free, and what is pending fits (it passed
+            // `can_ever_hold`): unreachable unless the bookkeeping is wrong. Never hang.
+            if let Some(p) = pending.pop_front() {
+                let outcome = Outcome::Failed {
+                    reason: FailureReason::Error,
+                    message: "admission could not place its demand on idle devices".into(),
+                };
+                reports.push(finish_unrun(&p.scenario, outcome));
+            }
+            continue;
+        }
+        tokio::select! {
+            biased;
+            joined = set.join_next() => {
+                running -= 1;
+                match joined {
+                    Some(Ok((report, reservation))) => {
+                        if let Some(pool) = pool.as_mut() {
+                            pool.release(&reservation);
+                        }
+                        reports.push(report);
+                    }
+                    Some(Err(e)) => tracing::error!("a scenario task failed outside its body: {e}"),
+                    None => running = 0,
+                }
+            }
+            _ = run.cancel.cancelled(), if !pending.is_empty() => {}
         }
     }
     reports
@@ -751,6 +870,7 @@ async fn run_scenario(
     scenario: Arc<dyn Scenario>,
     iteration: u32,
     slot: usize,
+    devices: Arc<crate::admission::Reservation>,
 ) -> ScenarioReport {
     let name = scenario.name().to_string();
     let started = Instant::now();
@@ -758,8 +878,9 @@ async fn run_scenario(
     report.iteration = iteration;
     report.slot = slot;
     report.start = started.duration_since(run.events.start());
+    report.devices = devices.all_devices().map(ToString::to_string).collect();
 
-    if !scenario.requirements().is_empty() {
+    if !scenario.requirements().is_empty() || !scenario.demands().is_empty() {
         let miss = match probe.get(run).await {
             Err(f) => Some(Outcome::Failed {
                 reason: FailureReason::Error,
@@ -814,6 +935,7 @@ async fn run_scenario(
             artifacts_dir: dir,
             artifacts_used: AtomicBool::new(false),
             run_fixtures: Mutex::new(Vec::new()),
+            devices: devices.clone(),
         });
         let ctx = Context {
             run: run.clone(),

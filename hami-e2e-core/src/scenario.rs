@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 
+use crate::admission::Demand;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::failure::Failure;
@@ -35,6 +36,13 @@ pub trait Scenario: Send + Sync + 'static {
         &[]
     }
 
+    /// The devices it holds while it runs: the runner starts it only when they are free
+    /// (see [`admission`](crate::admission)), and hands it the ones it may use
+    /// ([`Context::devices`]).
+    fn demands(&self) -> &[Demand] {
+        &[]
+    }
+
     /// A timeout of its own, instead of the run's `--timeout`.
     fn timeout(&self) -> Option<Duration> {
         None
@@ -58,6 +66,7 @@ pub struct FnScenario {
     name: String,
     labels: Vec<String>,
     requirements: Vec<Requirement>,
+    demands: Vec<Demand>,
     timeout: Option<Duration>,
     ignored: Option<String>,
     body: Arc<Body>,
@@ -87,6 +96,7 @@ pub fn scenario(name: impl Into<String>) -> ScenarioBuilder {
         name: normalize_separators(&name.into()),
         labels: Vec::new(),
         requirements: Vec::new(),
+        demands: Vec::new(),
         timeout: None,
         ignored: None,
     }
@@ -99,6 +109,7 @@ pub struct ScenarioBuilder {
     name: String,
     labels: Vec<String>,
     requirements: Vec<Requirement>,
+    demands: Vec<Demand>,
     timeout: Option<Duration>,
     ignored: Option<String>,
 }
@@ -126,6 +137,12 @@ impl ScenarioBuilder {
         self
     }
 
+    /// Adds devices it holds while it runs (see [`admission`](crate::admission)).
+    pub fn demand(mut self, demand: Demand) -> Self {
+        self.demands.push(demand);
+        self
+    }
+
     /// Overrides the run's `--timeout` for this scenario.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
@@ -148,6 +165,7 @@ impl ScenarioBuilder {
             name: self.name,
             labels: self.labels,
             requirements: self.requirements,
+            demands: self.demands,
             timeout: self.timeout,
             ignored: self.ignored,
             body: Arc::new(move |ctx| Box::pin(body(ctx))),
@@ -164,6 +182,9 @@ impl Scenario for FnScenario {
     }
     fn requirements(&self) -> &[Requirement] {
         &self.requirements
+    }
+    fn demands(&self) -> &[Demand] {
+        &self.demands
     }
     fn timeout(&self) -> Option<Duration> {
         self.timeout

@@ -736,3 +736,172 @@ async fn run_scoped_fixtures_report_into_the_failed_scenarios_that_used_them() {
         .unwrap();
     assert!(report.attachments.iter().any(|a| a.title == "shared state"));
 }
+
+/// Eight scenarios that each hold two whole devices of a pool of four (two per node), and
+/// record which devices they used while they ran.
+fn contended(
+    probe_calls: &Arc<AtomicU32>,
+    held: &Arc<Mutex<Vec<String>>>,
+    overlaps: &Arc<AtomicU32>,
+) -> Runner {
+    use hami_e2e_core::{Demand, PoolDevice};
+    let calls = probe_calls.clone();
+    let mut runner = Runner::new().probe(move |_ctx| {
+        calls.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let mut caps = Capabilities::default();
+            for node in ["a", "b"] {
+                for i in 0..2 {
+                    caps =
+                        caps.with_device(PoolDevice::new("gpu", node, format!("{node}{i}"), 16384));
+                }
+            }
+            Ok(caps)
+        }
+    });
+    for n in 0..8 {
+        let (held, overlaps) = (held.clone(), overlaps.clone());
+        runner = runner.scenario(
+            scenario(format!("gpu/two-{n}"))
+                .demand(Demand::devices("gpu", 2).exclusive())
+                .run(move |ctx| {
+                    let (held, overlaps) = (held.clone(), overlaps.clone());
+                    async move {
+                        let mine: Vec<String> = ctx
+                            .devices()
+                            .all_devices()
+                            .map(ToString::to_string)
+                            .collect();
+                        ensure!(mine.len() == 2, "two devices granted, got {mine:?}");
+                        let node = ctx.devices().node("gpu").unwrap_or_default().to_string();
+                        ensure!(
+                            mine.iter().all(|d| d.starts_with(&format!("gpu:{node}/"))),
+                            "one node: {mine:?}"
+                        );
+                        {
+                            let mut h = held.lock().unwrap();
+                            if mine.iter().any(|d| h.contains(d)) {
+                                overlaps.fetch_add(1, Ordering::SeqCst);
+                            }
+                            h.extend(mine.iter().cloned());
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        held.lock().unwrap().retain(|d| !mine.contains(d));
+                        Ok(())
+                    }
+                }),
+        );
+    }
+    runner
+}
+
+#[tokio::test]
+async fn admission_never_hands_a_device_to_two_scenarios_at_once() {
+    let (calls, held, overlaps) = Default::default();
+    let mut c = config();
+    c.parallel = 8;
+    let started = std::time::Instant::now();
+    let summary = run(contended(&calls, &held, &overlaps), c).await;
+    assert_eq!(summary.passed(), 8, "{:?}", summary.scenarios);
+    assert_eq!(overlaps.load(Ordering::SeqCst), 0, "no device was shared");
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "probed once");
+    // Two at a time (four devices, two each): four rounds of 100 ms.
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        started.elapsed()
+    );
+    let waited = summary
+        .scenarios
+        .iter()
+        .filter(|r| r.queued >= Duration::from_millis(90))
+        .count();
+    assert_eq!(waited, 6, "all but the first two waited for devices");
+    assert!(summary.scenarios.iter().all(|r| r.devices.len() == 2));
+
+    // Without admission, all eight start at once on the devices they would get alone.
+    let (calls, held, overlaps) = Default::default();
+    let mut c = config();
+    c.parallel = 8;
+    c.admission = false;
+    let summary = run(contended(&calls, &held, &overlaps), c).await;
+    assert_eq!(summary.passed(), 8);
+    assert!(
+        overlaps.load(Ordering::SeqCst) >= 6,
+        "devices were shared: {overlaps:?}"
+    );
+}
+
+#[tokio::test]
+async fn demands_the_devices_cannot_hold_are_skipped_and_others_go_ahead() {
+    use hami_e2e_core::{Demand, PoolDevice};
+    let runner = || {
+        Runner::new()
+            .probe(|_ctx| async {
+                Ok(Capabilities::default().with_device(PoolDevice::new("gpu", "a", "a0", 8192)))
+            })
+            .scenario(
+                scenario("a/too-many")
+                    .demand(Demand::devices("gpu", 2))
+                    .run(|_| async { Ok(()) }),
+            )
+            .scenario(
+                scenario("b/unknown-kind")
+                    .demand(Demand::devices("npu", 1))
+                    .run(|_| async { Ok(()) }),
+            )
+            .scenario(
+                scenario("c/holds-the-device")
+                    .demand(Demand::all("gpu"))
+                    .run(|_| async {
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        Ok(())
+                    }),
+            )
+            .scenario(
+                scenario("d/also-wants-it")
+                    .demand(Demand::devices("gpu", 1).memory_mib(4096))
+                    .run(|_| async { Ok(()) }),
+            )
+            .scenario(scenario("e/no-devices").run(|_| async { Ok(()) }))
+    };
+    let mut c = config();
+    c.parallel = 4;
+    let summary = run(runner(), c).await;
+    assert_eq!(
+        outcome(&summary, "a::too-many"),
+        &Outcome::Skipped {
+            reason: "needs 2 gpu devices on one node; the cluster has 1 gpu device, at most 1 on one node".into()
+        }
+    );
+    assert!(
+        matches!(outcome(&summary, "b::unknown-kind"), Outcome::Skipped { reason } if reason.contains("no npu devices")),
+        "{:?}",
+        outcome(&summary, "b::unknown-kind")
+    );
+    let report = |name: &str| {
+        summary
+            .scenarios
+            .iter()
+            .find(|r| r.scenario == name)
+            .unwrap()
+    };
+    assert!(report("c::holds-the-device").outcome.is_passed());
+    assert!(
+        report("d::also-wants-it").queued >= Duration::from_millis(250),
+        "waited for c"
+    );
+    assert!(
+        report("e::no-devices").queued < Duration::from_millis(100),
+        "did not wait behind d"
+    );
+    assert_eq!(report("d::also-wants-it").devices, ["gpu:a/a0"]);
+
+    let mut c = config();
+    c.require = true;
+    let summary = run(runner(), c).await;
+    assert!(matches!(
+        outcome(&summary, "a::too-many"),
+        Outcome::Failed { reason: FailureReason::Requirement, message } if message.starts_with("required but needs 2 gpu devices")
+    ));
+}

@@ -177,7 +177,7 @@ pub fn render(summary: &RunSummary) -> String {
             if s.slot != lane || matches!(s.outcome, Outcome::Skipped { .. }) {
                 continue;
             }
-            let title = format!(
+            let mut title = format!(
                 "{} — {} in {}{}",
                 s.display_name(summary.repeated),
                 class(&s.outcome),
@@ -188,6 +188,14 @@ pub fn render(summary: &RunSummary) -> String {
                     String::new()
                 }
             );
+            if !s.devices.is_empty() {
+                let _ = write!(
+                    title,
+                    "; devices {} after waiting {}",
+                    s.devices.join(", "),
+                    format_duration(s.queued)
+                );
+            }
             let _ = write!(
                 html,
                 "<a class=\"bar {cls}\" href=\"#{a}\" title=\"{t}\" style=\"left:{l:.3}%;width:{w:.3}%\"><span>{name}</span>",
@@ -277,7 +285,7 @@ pub fn render(summary: &RunSummary) -> String {
     }
 
     // Every scenario.
-    html.push_str("<h2>Scenarios</h2><table><tr><th>scenario</th><th>outcome</th><th>duration</th><th>labels</th><th>steps / reason</th></tr>");
+    html.push_str("<h2>Scenarios</h2><table><tr><th>scenario</th><th>outcome</th><th>duration</th><th>labels</th><th>devices</th><th>steps / reason</th></tr>");
     for (i, s) in summary.scenarios.iter().enumerate() {
         let detail = match &s.outcome {
             Outcome::Skipped { reason } => esc(reason),
@@ -302,8 +310,17 @@ pub fn render(summary: &RunSummary) -> String {
         };
         let _ = write!(
             html,
-            "<tr class=\"{cls}\"{id}><td>{name}</td><td class=\"outcome\">{cls}</td><td>{d}</td><td>{l}</td><td>{detail}</td></tr>",
+            "<tr class=\"{cls}\"{id}><td>{name}</td><td class=\"outcome\">{cls}</td><td>{d}</td><td>{l}</td><td>{dev}</td><td>{detail}</td></tr>",
             cls = class(&s.outcome),
+            dev = if s.devices.is_empty() {
+                String::new()
+            } else {
+                esc(&format!(
+                    "{} (waited {})",
+                    s.devices.join(", "),
+                    format_duration(s.queued)
+                ))
+            },
             name = esc(&s.display_name(summary.repeated)),
             d = format_duration(s.duration),
             l = esc(&s.labels.join(", "))
