@@ -57,6 +57,10 @@ pub struct PoolDevice {
     pub memory_mib: u64,
     /// Its compute units (100 for NVIDIA).
     pub cores: u32,
+    /// What workloads outside the run use of it (shares, MiB, cores): on a shared cluster,
+    /// the probe reads them from the pods' allocations, so admission hands out only what
+    /// is free, and never a partly used device as a whole one.
+    pub used_elsewhere: (u32, u64, u32),
 }
 
 impl PoolDevice {
@@ -74,7 +78,16 @@ impl PoolDevice {
             shares: 1,
             memory_mib,
             cores: 100,
+            used_elsewhere: (0, 0, 0),
         }
+    }
+
+    /// Used by workloads outside the run: `shares` containers with `memory_mib` and `cores`
+    /// in all.
+    #[must_use]
+    pub fn used_elsewhere(mut self, shares: u32, memory_mib: u64, cores: u32) -> Self {
+        self.used_elsewhere = (shares, memory_mib, cores);
+        self
     }
 
     /// Shared by up to `shares` containers (at least 1).
@@ -233,6 +246,8 @@ impl fmt::Display for GrantedDevice {
 pub struct Reservation {
     grants: Vec<Vec<GrantedDevice>>,
     taken: Vec<(usize, Use)>,
+    /// Its entry in a [`SharedPool`]'s file.
+    token: u64,
 }
 
 impl Reservation {
@@ -260,7 +275,7 @@ impl Reservation {
 }
 
 /// What one demand takes of one device.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct Use {
     shares: u32,
     memory_mib: u64,
@@ -280,7 +295,15 @@ impl DevicePool {
     pub fn new(mut devices: Vec<PoolDevice>) -> Self {
         devices.sort();
         devices.dedup_by(|a, b| a.kind == b.kind && a.node == b.node && a.id == b.id);
-        let used = vec![Use::default(); devices.len()];
+        let used = devices
+            .iter()
+            .map(|d| Use {
+                shares: d.used_elsewhere.0,
+                memory_mib: d.used_elsewhere.1,
+                cores: d.used_elsewhere.2,
+                exclusive: false,
+            })
+            .collect();
         DevicePool { devices, used }
     }
 
@@ -289,9 +312,12 @@ impl DevicePool {
         &self.devices
     }
 
-    /// Whether no device is held.
+    /// Whether no device is held by a scenario.
     pub fn is_idle(&self) -> bool {
-        self.used.iter().all(|u| *u == Use::default())
+        self.used
+            .iter()
+            .zip(&self.devices)
+            .all(|(u, d)| (u.shares, u.memory_mib, u.cores) == d.used_elsewhere && !u.exclusive)
     }
 
     fn fits(&self, i: usize, d: &Demand) -> bool {
@@ -482,6 +508,211 @@ impl DevicePool {
     }
 }
 
+/// A [`DevicePool`] shared by the processes of one machine through a file, so that
+/// scenarios in different processes (`cargo nextest` runs each in its own) are admitted
+/// against the same devices. The file holds what each live process reserved; every access
+/// takes an exclusive lock on it, drops the holdings of processes that are gone (by pid and
+/// start time), and the last release removes the file.
+///
+/// The runner uses one under `cargo nextest` (`NEXTEST_RUN_ID`), or wherever
+/// `HAMI_E2E_ADMISSION_FILE` points (several `cargo test` processes on one cluster).
+///
+/// ```
+/// use hami_e2e_core::{Demand, PoolDevice, SharedPool};
+///
+/// let path = std::env::temp_dir().join(format!("hami-e2e-doc-pool-{}.json", std::process::id()));
+/// let devices = vec![PoolDevice::new("nvidia", "node-a", "GPU-0", 16384)];
+/// let (a, b) = (SharedPool::new(&path, devices.clone()), SharedPool::new(&path, devices));
+/// let whole = [Demand::devices("nvidia", 1).exclusive()];
+/// let held = a.try_reserve(&whole)?.expect("free");
+/// assert!(b.try_reserve(&whole)?.is_none(), "held through the file");
+/// a.release(&held)?;
+/// assert!(!path.exists(), "the last release removes the file");
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct SharedPool {
+    path: std::path::PathBuf,
+    pool: DevicePool,
+}
+
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct SharedState {
+    holders: Vec<Holder>,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Holder {
+    pid: u32,
+    /// The process's start time (Linux: `/proc/<pid>/stat`), against pid reuse.
+    start: Option<u64>,
+    /// A token per reservation, so one process can hold several.
+    token: u64,
+    /// Device (`kind/node/id`) and what is taken of it.
+    taken: Vec<(String, Use)>,
+}
+
+fn device_key(d: &PoolDevice) -> String {
+    format!("{}/{}/{}", d.kind, d.node, d.id)
+}
+
+/// The start time of process `pid`, in clock ticks since boot (`None` off Linux or when
+/// it is gone).
+fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command (which may hold spaces), starting at field 3.
+    let rest = stat.rsplit_once(')')?.1;
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+fn is_alive(pid: u32, start: Option<u64>) -> bool {
+    if !std::path::Path::new("/proc/self").exists() {
+        return true; // no procfs: never drop a holder we cannot check
+    }
+    match (process_start(pid), start) {
+        (Some(now), Some(then)) => now == then,
+        (Some(_), None) => true,
+        (None, _) => false,
+    }
+}
+
+impl SharedPool {
+    /// The pool of `devices`, shared through the file at `path`.
+    pub fn new(path: impl Into<std::path::PathBuf>, devices: Vec<PoolDevice>) -> Self {
+        SharedPool {
+            path: path.into(),
+            pool: DevicePool::new(devices),
+        }
+    }
+
+    /// The file.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// The devices, without what anyone holds.
+    pub fn devices(&self) -> &DevicePool {
+        &self.pool
+    }
+
+    /// Opens and locks the file, making sure the locked file is still the one at the path
+    /// (a releasing process may have removed it meanwhile).
+    fn lock(&self) -> std::io::Result<(std::fs::File, SharedState)> {
+        use std::io::Read;
+        loop {
+            let mut file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&self.path)?;
+            file.lock()?;
+            if !same_file(&file, &self.path) {
+                continue;
+            }
+            let mut text = String::new();
+            file.read_to_string(&mut text)?;
+            let state = if text.trim().is_empty() {
+                SharedState::default()
+            } else {
+                serde_json::from_str(&text).map_err(|e| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("malformed admission file `{}`: {e}", self.path.display()),
+                    )
+                })?
+            };
+            return Ok((file, state));
+        }
+    }
+
+    /// Writes `state` (or removes the file when nobody holds anything), then unlocks.
+    fn store(&self, mut file: std::fs::File, state: &SharedState) -> std::io::Result<()> {
+        use std::io::{Seek, Write};
+        if state.holders.is_empty() {
+            std::fs::remove_file(&self.path)?;
+            return Ok(());
+        }
+        let text = serde_json::to_string(state).map_err(std::io::Error::other)?;
+        file.set_len(0)?;
+        file.seek(std::io::SeekFrom::Start(0))?;
+        file.write_all(text.as_bytes())?;
+        file.flush()
+    }
+
+    /// As [`DevicePool::try_reserve`], against what every live process holds.
+    ///
+    /// # Errors
+    ///
+    /// The file cannot be opened, locked, read or written, or does not parse (naming it).
+    pub fn try_reserve(&self, demands: &[Demand]) -> std::io::Result<Option<Reservation>> {
+        let (file, mut state) = self.lock()?;
+        state.holders.retain(|h| is_alive(h.pid, h.start));
+        let mut pool = self.pool.clone();
+        for h in &state.holders {
+            for (key, u) in &h.taken {
+                if let Some(i) = pool.devices.iter().position(|d| device_key(d) == *key) {
+                    pool.apply(i, *u);
+                }
+            }
+        }
+        let Some(mut r) = pool.try_reserve(demands) else {
+            self.store(file, &state)?;
+            return Ok(None);
+        };
+        r.token = next_token();
+        state.holders.push(Holder {
+            pid: std::process::id(),
+            start: process_start(std::process::id()),
+            token: r.token,
+            taken: r
+                .taken
+                .iter()
+                .map(|(i, u)| (device_key(&pool.devices[*i]), *u))
+                .collect(),
+        });
+        self.store(file, &state)?;
+        Ok(Some(r))
+    }
+
+    /// Gives back what `reservation` (of this process) held.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_reserve`](Self::try_reserve).
+    pub fn release(&self, reservation: &Reservation) -> std::io::Result<()> {
+        if reservation.taken.is_empty() {
+            return Ok(());
+        }
+        let (file, mut state) = self.lock()?;
+        let pid = std::process::id();
+        state.holders.retain(|h| {
+            !(h.pid == pid && h.token == reservation.token) && is_alive(h.pid, h.start)
+        });
+        self.store(file, &state)
+    }
+}
+
+#[cfg(unix)]
+fn same_file(file: &std::fs::File, path: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+#[cfg(not(unix))]
+fn same_file(_file: &std::fs::File, path: &std::path::Path) -> bool {
+    path.exists()
+}
+
+fn next_token() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -616,6 +847,28 @@ mod tests {
     }
 
     #[test]
+    fn what_others_use_is_not_handed_out() {
+        let mut p = DevicePool::new(vec![
+            PoolDevice::new("gpu", "a", "a0", 16384)
+                .shares(10)
+                .used_elsewhere(1, 12000, 50),
+        ]);
+        assert!(p.is_idle());
+        let whole = [Demand::devices("gpu", 1).exclusive()];
+        assert!(p.try_reserve(&whole).is_none(), "partly used elsewhere");
+        assert!(p.can_ever_hold(&whole).is_err());
+        assert!(
+            p.try_reserve(&[Demand::devices("gpu", 1).memory_mib(8000)])
+                .is_none(),
+            "4384 MiB free"
+        );
+        assert!(
+            p.try_reserve(&[Demand::devices("gpu", 1).memory_mib(4000).cores(50)])
+                .is_some()
+        );
+    }
+
+    #[test]
     fn reservations_are_all_or_nothing() {
         let mut p = pool(&[("a", 2)]);
         let both = [
@@ -648,6 +901,47 @@ mod tests {
         p.release(&r);
         p.release(&r);
         assert!(p.is_idle());
+    }
+
+    #[test]
+    fn a_shared_pool_drops_the_holdings_of_dead_processes() {
+        let path =
+            std::env::temp_dir().join(format!("hami-e2e-pool-test-{}.json", std::process::id()));
+        let devices = vec![PoolDevice::new("gpu", "a", "a0", 100)];
+        let shared = SharedPool::new(&path, devices);
+        let d = [Demand::devices("gpu", 1).exclusive()];
+        // A holder that is gone: pid 0 is never a process of ours; a wrong start time is
+        // a reused pid.
+        let me = std::process::id();
+        for (pid, start) in [(0, None), (me, Some(u64::MAX))] {
+            let state = SharedState {
+                holders: vec![Holder {
+                    pid,
+                    start,
+                    token: 99,
+                    taken: vec![(
+                        "gpu/a/a0".into(),
+                        Use {
+                            shares: 1,
+                            exclusive: true,
+                            ..Use::default()
+                        },
+                    )],
+                }],
+            };
+            std::fs::write(&path, serde_json::to_string(&state).unwrap()).unwrap();
+            let r = shared
+                .try_reserve(&d)
+                .unwrap()
+                .expect("the dead holder's device is free");
+            assert!(shared.try_reserve(&d).unwrap().is_none());
+            shared.release(&r).unwrap();
+            assert!(!path.exists());
+        }
+        std::fs::write(&path, "{not json").unwrap();
+        let e = shared.try_reserve(&d).unwrap_err().to_string();
+        assert!(e.starts_with("malformed admission file `"), "{e}");
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]

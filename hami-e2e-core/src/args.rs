@@ -100,6 +100,11 @@ pub struct Args {
     #[arg(long, env = "HAMI_E2E_ADMISSION", value_name = "on|off")]
     pub admission: Option<String>,
 
+    /// Share admission with other processes through this file (default under cargo
+    /// nextest: one per `NEXTEST_RUN_ID` in the temp folder).
+    #[arg(long, env = "HAMI_E2E_ADMISSION_FILE", value_name = "PATH")]
+    pub admission_file: Option<PathBuf>,
+
     /// Write a JUnit XML report here.
     #[arg(long, env = "HAMI_E2E_JUNIT", value_name = "PATH")]
     pub junit: Option<PathBuf>,
@@ -207,6 +212,9 @@ pub struct RunConfig {
     /// [`admission`](crate::admission)); `false` starts them as `parallel` allows, each
     /// given the devices it would get with nothing else running.
     pub admission: bool,
+    /// Where processes share admission ([`SharedPool`](crate::SharedPool)); `None`: this
+    /// process only.
+    pub admission_file: Option<PathBuf>,
     /// JUnit path.
     pub junit: Option<PathBuf>,
     /// JSON lines path.
@@ -241,6 +249,7 @@ impl Default for RunConfig {
             until_it_fails: false,
             require: false,
             admission: true,
+            admission_file: None,
             junit: None,
             json: None,
             html: None,
@@ -348,6 +357,18 @@ impl RunConfig {
                 ));
             }
         };
+        c.admission_file = args.admission_file.clone().or_else(|| {
+            std::env::var("NEXTEST_RUN_ID")
+                .ok()
+                .filter(|id| !id.is_empty())
+                .map(|id| {
+                    let id: String = id
+                        .chars()
+                        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+                        .collect();
+                    std::env::temp_dir().join(format!("hami-e2e-admission-{id}.json"))
+                })
+        });
         c.junit = args.junit.clone();
         c.json = args.json.clone();
         c.html = args.html.clone();

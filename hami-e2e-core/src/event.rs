@@ -256,7 +256,8 @@ pub struct ScenarioReport {
     pub start: Duration,
     /// Parallel slot that ran it (0-based), for timelines.
     pub slot: usize,
-    /// How long it waited for the devices it demands (device-aware admission).
+    /// How long it waited to start: for a parallel slot, and for the devices it demands
+    /// (device-aware admission).
     #[serde(serialize_with = "ser_duration")]
     pub queued: Duration,
     /// The devices admission handed it (`nvidia:node-a/GPU-0`).

@@ -96,7 +96,7 @@ mod requirement;
 mod runner;
 mod scenario;
 
-pub use admission::{Demand, DevicePool, GrantedDevice, PoolDevice, Reservation};
+pub use admission::{Demand, DevicePool, GrantedDevice, PoolDevice, Reservation, SharedPool};
 pub use args::{Args, IgnoredMode, ListFormat, RunConfig};
 pub use cancel::CancelToken;
 pub use context::Context;

@@ -681,16 +681,42 @@ enum Admit {
     Wait,
 }
 
+/// The devices of an iteration: this process's, or shared through a file.
+enum Pool {
+    Local(crate::admission::DevicePool),
+    Shared(crate::admission::SharedPool),
+}
+
+impl Pool {
+    fn devices(&self) -> &crate::admission::DevicePool {
+        match self {
+            Pool::Local(p) => p,
+            Pool::Shared(p) => p.devices(),
+        }
+    }
+
+    fn release(&mut self, reservation: &crate::admission::Reservation) {
+        match self {
+            Pool::Local(p) => p.release(reservation),
+            Pool::Shared(p) => {
+                if let Err(e) = p.release(reservation) {
+                    tracing::warn!(file = %p.path().display(), error = %e, "cannot release devices in the admission file");
+                }
+            }
+        }
+    }
+}
+
 /// Decides whether `s` may start now. Scenarios without demands always may; so may those
 /// with unmet requirements, or a failed probe, which `run_scenario` reports.
 async fn admit(
     run: &Arc<RunShared>,
     config: &RunConfig,
     probe: &Prober,
-    pool: &mut Option<crate::admission::DevicePool>,
+    pool: &mut Option<Pool>,
     s: &dyn Scenario,
 ) -> Admit {
-    use crate::admission::{DevicePool, Reservation};
+    use crate::admission::{DevicePool, Reservation, SharedPool};
     if s.demands().is_empty() {
         return Admit::Start(Reservation::default());
     }
@@ -701,8 +727,11 @@ async fn admit(
     if s.requirements().iter().any(|r| r.check(caps).is_err()) {
         return Admit::Start(Reservation::default());
     }
-    let pool = pool.get_or_insert_with(|| DevicePool::new(caps.devices.clone()));
-    if let Err(reason) = pool.can_ever_hold(s.demands()) {
+    let pool = pool.get_or_insert_with(|| match &config.admission_file {
+        Some(path) if config.admission => Pool::Shared(SharedPool::new(path, caps.devices.clone())),
+        _ => Pool::Local(DevicePool::new(caps.devices.clone())),
+    });
+    if let Err(reason) = pool.devices().can_ever_hold(s.demands()) {
         return Admit::Never(if config.require {
             Outcome::Failed {
                 reason: FailureReason::Requirement,
@@ -713,9 +742,21 @@ async fn admit(
         });
     }
     if !config.admission {
-        return Admit::Start(pool.place_alone(s.demands()).unwrap_or_default());
+        return Admit::Start(pool.devices().place_alone(s.demands()).unwrap_or_default());
     }
-    match pool.try_reserve(s.demands()) {
+    let reserved = match pool {
+        Pool::Local(p) => p.try_reserve(s.demands()),
+        Pool::Shared(p) => match p.try_reserve(s.demands()) {
+            Ok(r) => r,
+            Err(e) => {
+                return Admit::Never(Outcome::Failed {
+                    reason: FailureReason::Error,
+                    message: format!("admission through `{}` failed: {e}", p.path().display()),
+                });
+            }
+        },
+    };
+    match reserved {
         Some(r) => Admit::Start(r),
         None => Admit::Wait,
     }
@@ -811,7 +852,9 @@ async fn run_iteration(
                 }
             }
         }
-        if running == 0 {
+        // Other processes release shared devices: look again now and then.
+        let poll = matches!(pool, Some(Pool::Shared(_))) && !pending.is_empty();
+        if running == 0 && !poll {
             if pending.is_empty() {
                 break;
             }
@@ -828,7 +871,7 @@ async fn run_iteration(
         }
         tokio::select! {
             biased;
-            joined = set.join_next() => {
+            joined = set.join_next(), if running > 0 => {
                 running -= 1;
                 match joined {
                     Some(Ok((report, reservation))) => {
@@ -842,6 +885,7 @@ async fn run_iteration(
                 }
             }
             _ = run.cancel.cancelled(), if !pending.is_empty() => {}
+            _ = tokio::time::sleep(Duration::from_millis(200)), if poll => {}
         }
     }
     reports

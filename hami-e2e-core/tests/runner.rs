@@ -905,3 +905,39 @@ async fn demands_the_devices_cannot_hold_are_skipped_and_others_go_ahead() {
         Outcome::Failed { reason: FailureReason::Requirement, message } if message.starts_with("required but needs 2 gpu devices")
     ));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn runs_sharing_an_admission_file_never_share_a_device() {
+    let path = std::env::temp_dir().join(format!(
+        "hami-e2e-admission-test-{}.json",
+        std::process::id()
+    ));
+    let (held, overlaps): (Arc<Mutex<Vec<String>>>, Arc<AtomicU32>) = Default::default();
+    let one = || {
+        let mut c = config();
+        c.parallel = 8;
+        c.admission_file = Some(path.clone());
+        run(contended(&Default::default(), &held, &overlaps), c)
+    };
+    let started = std::time::Instant::now();
+    let (a, b) = tokio::join!(one(), one());
+    assert_eq!(
+        (a.passed(), b.passed()),
+        (8, 8),
+        "{:?} {:?}",
+        a.scenarios,
+        b.scenarios
+    );
+    assert_eq!(
+        overlaps.load(Ordering::SeqCst),
+        0,
+        "no device held by two runs at once"
+    );
+    // Sixteen scenarios, two at a time, 100 ms each.
+    assert!(
+        started.elapsed() >= Duration::from_millis(800),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(!path.exists(), "the last release removed the file");
+}
