@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use hami_e2e_core::{Capabilities, Requirement};
+use hami_e2e_core::{Capabilities, PoolDevice, Requirement};
 use k8s_openapi::api::core::v1::Node;
 
 use crate::backend::DeviceBackend;
@@ -32,11 +32,14 @@ fn memory_prefix(vendor: &str) -> String {
     format!("{vendor} device memory MiB/")
 }
 
-/// The healthy devices of each vendor on each node.
+/// The healthy devices of each vendor on each node, and what pods use of them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeviceInventory {
     /// Vendor → node name → its healthy devices.
     pub vendors: BTreeMap<String, BTreeMap<String, Vec<NodeDevice>>>,
+    /// (vendor, device id) → what pods use of it: containers, MiB, cores (see
+    /// [`add_pod_usage`](Self::add_pod_usage)).
+    pub used: BTreeMap<(String, String), (u32, u64, u32)>,
 }
 
 impl DeviceInventory {
@@ -79,8 +82,72 @@ impl DeviceInventory {
         }
     }
 
-    /// Writes the inventory into `caps` (see the module docs for the names); `real` also
-    /// sets [`real_device_flag`] for every vendor found.
+    /// Adds what `pods` use of the devices, from the allocation annotations HAMi writes
+    /// (each backend's `*-devices-allocated`, else `*-devices-to-allocate`), so that
+    /// admission on a shared cluster hands out only what is free. Pods that ended
+    /// (`Succeeded`, `Failed`) or are being deleted hold nothing; pods labelled
+    /// `app.kubernetes.io/managed-by=hami-e2e` are skipped (runs account for their own).
+    /// Returns the annotations that do not parse, one error per pod and backend.
+    pub fn add_pod_usage(
+        &mut self,
+        registry: &DeviceRegistry,
+        pods: &[k8s_openapi::api::core::v1::Pod],
+    ) -> Vec<Error> {
+        let mut errors = Vec::new();
+        for pod in pods {
+            let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+            let ours = pod
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("app.kubernetes.io/managed-by"))
+                .is_some_and(|v| v == "hami-e2e");
+            if ours
+                || matches!(phase, Some("Succeeded" | "Failed"))
+                || pod.metadata.deletion_timestamp.is_some()
+            {
+                continue;
+            }
+            let Some(annotations) = &pod.metadata.annotations else {
+                continue;
+            };
+            for backend in registry.iter() {
+                let keys = backend.annotation_keys();
+                if !annotations.contains_key(&keys.allocated)
+                    && !annotations.contains_key(&keys.to_allocate)
+                {
+                    continue;
+                }
+                let allocation = match backend.pod_allocation(annotations) {
+                    Ok(a) => a,
+                    Err(e) => {
+                        errors.push(e);
+                        continue;
+                    }
+                };
+                let containers = allocation
+                    .allocated
+                    .filter(|c| c.iter().any(|d| !d.is_empty()))
+                    .or(allocation.to_allocate)
+                    .unwrap_or_default();
+                for device in containers.iter().flatten() {
+                    let used = self
+                        .used
+                        .entry((backend.vendor().to_owned(), device.id.clone()))
+                        .or_default();
+                    used.0 += 1;
+                    used.1 += device.memory_mib;
+                    used.2 += device.cores;
+                }
+            }
+        }
+        errors
+    }
+
+    /// Writes the inventory into `caps` (see the module docs for the names), with every
+    /// device in [`Capabilities::devices`] (kind: the vendor name; shares: its split count)
+    /// for device-aware admission; `real` also sets [`real_device_flag`] for every vendor
+    /// found.
     #[must_use]
     pub fn record(&self, mut caps: Capabilities, real: bool) -> Capabilities {
         for (vendor, nodes) in &self.vendors {
@@ -91,6 +158,17 @@ impl DeviceInventory {
                     caps = caps.with_quantity(
                         format!("{}{node}/{}", memory_prefix(vendor), d.id),
                         d.memory_mib,
+                    );
+                    let (n, mib, cores) = self
+                        .used
+                        .get(&(vendor.clone(), d.id.clone()))
+                        .copied()
+                        .unwrap_or_default();
+                    caps = caps.with_device(
+                        PoolDevice::new(vendor, node, &d.id, d.memory_mib)
+                            .shares(d.count)
+                            .cores(d.cores)
+                            .used_elsewhere(n, mib, cores),
                     );
                 }
             }
@@ -118,6 +196,9 @@ impl DeviceInventory {
 /// let (inventory, errors) = DeviceInventory::from_nodes(&DeviceRegistry::builtin(), &[node]);
 /// assert!(errors.is_empty());
 /// let caps = inventory.record(Capabilities::default(), false);
+/// // Both devices, for device-aware admission: kind `nvidia`, shared 10 ways.
+/// assert_eq!(caps.devices.len(), 2);
+/// assert_eq!((caps.devices[0].kind.as_str(), caps.devices[0].shares), ("nvidia", 10));
 ///
 /// let need = DeviceDemand::new("nvidia", 2).min_memory_mib(8192).requirement();
 /// assert_eq!(need.to_string(), "2 nvidia devices with >= 8192 MiB on one node");
@@ -221,6 +302,63 @@ impl fmt::Display for DeviceDemand {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pods_allocations_count_as_used_elsewhere() {
+        use crate::backend::DeviceBackend;
+        use crate::pod::ContainerDevice;
+        use crate::{FakeDevices, Nvidia};
+        let mut node = Node::default();
+        node.metadata.name = Some("gpu-0".into());
+        Nvidia::default()
+            .fake_node(&FakeDevices::new("gpu-0", 1, "Tesla T4", 15360))
+            .unwrap()
+            .apply_to(&mut node);
+        let registry = DeviceRegistry::builtin();
+        let (mut inventory, errors) = DeviceInventory::from_nodes(&registry, &[node]);
+        assert!(errors.is_empty());
+        let id = inventory.vendors["nvidia"]["gpu-0"][0].id.clone();
+        let keys = Nvidia::default().annotation_keys().clone();
+        let granted =
+            crate::codec::encode_allocation(&[vec![ContainerDevice::new(&id, "NVIDIA", 3000, 30)]]);
+        let pod = |name: &str, phase: &str, ours: bool| {
+            let mut p = k8s_openapi::api::core::v1::Pod::default();
+            p.metadata.name = Some(name.into());
+            p.metadata.annotations =
+                Some(BTreeMap::from([(keys.allocated.clone(), granted.clone())]));
+            if ours {
+                p.metadata.labels = Some(BTreeMap::from([(
+                    "app.kubernetes.io/managed-by".to_string(),
+                    "hami-e2e".to_string(),
+                )]));
+            }
+            p.status = Some(k8s_openapi::api::core::v1::PodStatus {
+                phase: Some(phase.into()),
+                ..Default::default()
+            });
+            p
+        };
+        let mut bad = pod("bad", "Running", false);
+        bad.metadata.annotations = Some(BTreeMap::from([(
+            keys.allocated.clone(),
+            "GPU-x,NVIDIA,lots,30:;".to_string(),
+        )]));
+        let pods = [
+            pod("a", "Running", false),
+            pod("b", "Pending", false),
+            pod("done", "Succeeded", false),
+            pod("ours", "Running", true),
+            bad,
+        ];
+        let errors = inventory.add_pod_usage(&registry, &pods);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(
+            inventory.used[&("nvidia".to_string(), id.clone())],
+            (2, 6000, 60)
+        );
+        let caps = inventory.record(Capabilities::default(), true);
+        assert_eq!(caps.devices[0].used_elsewhere, (2, 6000, 60));
+    }
     use crate::node::FakeDevices;
     use crate::{Hygon, Nvidia};
 

@@ -3,14 +3,17 @@
 use std::sync::Arc;
 
 use hami_e2e_core::{
-    Failure, Fixture, FixtureContext, Requirement, Scenario, Scope, ensure, scenario,
+    Context, Demand, Failure, Fixture, FixtureContext, Requirement, Scenario, Scope, ensure,
+    scenario,
 };
-use hami_e2e_devices::{DeviceInventory, DeviceRegistry, FakeDevices, devices_on_one_node};
+use hami_e2e_devices::{
+    DeviceBackend, DeviceInventory, DeviceRegistry, DeviceRequest, FakeDevices, devices_on_one_node,
+};
 use std::time::Duration;
 
 use hami_e2e_k8s::local::NodeSpec;
-use hami_e2e_k8s::{ClusterFixture, wait};
-use k8s_openapi::api::core::v1::Node;
+use hami_e2e_k8s::{ClusterFixture, NamespaceFixture, PodBuilder, TestNamespace, wait};
+use k8s_openapi::api::core::v1::{Node, Pod};
 
 /// The flag the suite's probe sets on a local cluster (the run's own, or the one a nextest
 /// run shares): fake nodes can be added.
@@ -45,13 +48,238 @@ impl Fixture for DevicesFixture {
     }
 }
 
+/// The label on the nodes of the fake device pool (its value: the vendor), which HAMi's
+/// clean-up in `hami-e2e-helm` leaves alone.
+pub const FAKE_DEVICES_LABEL: &str = "hami-e2e.io/fake-devices";
+
+/// Devices on each node of the fake device pool.
+pub const POOL_DEVICES_PER_NODE: u32 = 4;
+
+/// The fake device pool: on a local cluster, one node per backend of the registry
+/// (`hami-e2e-pool-<vendor>`) with [`POOL_DEVICES_PER_NODE`] whole fake devices (split
+/// count 1, so Kubernetes' count of the resource and HAMi's device count agree), registered
+/// the backend's way. The suite's probe sets it up, so the devices are in the run's
+/// capabilities and scenarios' device demands are admitted against them. On a cluster that
+/// is not local it adds nothing: the cluster's own devices are the pool.
+///
+/// Creating a pool node that exists already is fine, so the processes of a nextest run
+/// share one pool on their shared cluster; the nodes go with the local cluster.
+#[derive(Debug, Clone)]
+pub struct DevicePoolFixture {
+    registry: Arc<DeviceRegistry>,
+}
+
+impl DevicePoolFixture {
+    /// A pool with a node for each backend of `registry`.
+    pub fn new(registry: Arc<DeviceRegistry>) -> Self {
+        Self { registry }
+    }
+
+    /// The pool node of `vendor`.
+    pub fn node_name(vendor: &str) -> String {
+        hami_e2e_k8s::label_value(&format!("hami-e2e-pool-{}", hami_e2e_core::slug(vendor)))
+    }
+}
+
+impl Fixture for DevicePoolFixture {
+    /// The pool's node names (none on a cluster that is not local).
+    type Output = Vec<String>;
+
+    fn name(&self) -> String {
+        "device-pool".into()
+    }
+
+    fn scope(&self) -> Scope {
+        Scope::Run
+    }
+
+    async fn setup(&self, ctx: &FixtureContext) -> Result<Vec<String>, Failure> {
+        let cluster = ctx.fixture::<ClusterFixture>().await?;
+        if !cluster.is_local() {
+            return Ok(Vec::new());
+        }
+        let nodes = kube::Api::<Node>::all(cluster.client());
+        let mut names = Vec::new();
+        for backend in self.registry.iter() {
+            let name = Self::node_name(backend.vendor());
+            let mut fake = FakeDevices::new(&name, POOL_DEVICES_PER_NODE, "E2E", 16384);
+            fake.split = 1;
+            let devices = backend.fake_node(&fake)?;
+            let mut spec = NodeSpec::new(&name)
+                .label(FAKE_DEVICES_LABEL, hami_e2e_core::slug(backend.vendor()))
+                .label("gpu", "on");
+            for (k, v) in &devices.annotations {
+                spec = spec.annotation(k, v);
+            }
+            for (k, v) in &devices.capacity {
+                spec = spec.capacity(k, &v.0);
+            }
+            match nodes.create(&Default::default(), &spec.to_node()?).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 409 => {}
+                Err(e) => {
+                    return Err(Failure::from(e).context(format!("cannot add pool node `{name}`")));
+                }
+            }
+            names.push(name);
+        }
+        for name in &names {
+            wait::until(
+                &nodes,
+                name,
+                "to be Ready",
+                Duration::from_secs(60),
+                wait::is_node_ready(),
+            )
+            .await?;
+        }
+        Ok(names)
+    }
+}
+
+/// How long the capacity scenarios wait for a pod to run or be refused.
+const CAPACITY_WAIT: Duration = Duration::from_secs(30);
+
+/// A pod that sleeps on `node`, asking for `count` whole devices of `backend`.
+fn device_pod(
+    backend: &dyn DeviceBackend,
+    name: &str,
+    node: &str,
+    count: u32,
+) -> Result<Pod, Failure> {
+    let resources = backend.container_resources(&DeviceRequest::devices(count))?;
+    let mut pod = PodBuilder::new(name)
+        .command(["sleep", "3600"])
+        .node_selector("kubernetes.io/hostname", node);
+    for (k, v) in resources.limits.unwrap_or_default() {
+        pod = pod.limit(k, v.0);
+    }
+    Ok(pod.build())
+}
+
+/// The node admission reserved for `vendor`, and how many devices of it.
+fn reserved(ctx: &Context, vendor: &str) -> Result<(String, u32), Failure> {
+    let devices = ctx.devices();
+    let node = devices
+        .node(vendor)
+        .ok_or_else(|| Failure::msg(format!("admission reserved no {vendor} device")))?
+        .to_string();
+    let count = devices.all_devices().filter(|d| d.kind == vendor).count();
+    Ok((node, u32::try_from(count).unwrap_or(u32::MAX)))
+}
+
+/// Creates pod `name` asking for `count` devices on `node`, and waits until it runs there.
+async fn run_on(
+    ctx: &Context,
+    ns: &TestNamespace,
+    backend: &dyn DeviceBackend,
+    name: &str,
+    node: &str,
+    count: u32,
+) -> Result<(), Failure> {
+    let pod = device_pod(backend, name, node, count)?;
+    ctx.step(
+        format!("pod {name} asks for {count} on {node} and runs"),
+        async {
+            ns.apply(&pod).await?;
+            let pod = wait::pod_running(&ns.api(), name, CAPACITY_WAIT).await?;
+            let on = pod.spec.and_then(|s| s.node_name).unwrap_or_default();
+            ensure!(on == node, "pod {name} runs on `{on}`, not on `{node}`");
+            Ok::<_, Failure>(())
+        },
+    )
+    .await
+}
+
+/// `devices::<vendor>::whole-devices`: a pod asking for two whole devices runs on the node
+/// that holds them.
+fn whole_devices(vendor: String) -> impl Scenario {
+    scenario(format!(
+        "devices::{}::whole-devices",
+        hami_e2e_core::slug(&vendor)
+    ))
+    .labels([
+        hami_e2e_core::slug(&vendor),
+        "devices".into(),
+        "capacity".into(),
+    ])
+    .demand(Demand::devices(vendor.clone(), 2).exclusive())
+    .run(move |ctx| {
+        let vendor = vendor.clone();
+        async move {
+            let registry = ctx.fixture::<DevicesFixture>().await?;
+            let backend = registry.get(&vendor)?;
+            let ns = ctx.fixture::<NamespaceFixture>().await?;
+            let (node, _) = reserved(&ctx, &vendor)?;
+            run_on(&ctx, &ns, backend, "two", &node, 2).await
+        }
+    })
+}
+
+/// `devices::<vendor>::node-capacity`: on a node whose every device it holds (N of them),
+/// a pod asking for N-1 runs, one asking for 2 more is refused by the scheduler, one asking
+/// for the last device runs, and the refused one runs once the first is deleted: the
+/// node's devices are counted exactly.
+fn node_capacity(vendor: String) -> impl Scenario {
+    scenario(format!(
+        "devices::{}::node-capacity",
+        hami_e2e_core::slug(&vendor)
+    ))
+    .labels([
+        hami_e2e_core::slug(&vendor),
+        "devices".into(),
+        "capacity".into(),
+    ])
+    .demand(Demand::whole_node(vendor.clone()))
+    .run(move |ctx| {
+        let vendor = vendor.clone();
+        async move {
+            let registry = ctx.fixture::<DevicesFixture>().await?;
+            let backend = registry.get(&vendor)?;
+            let ns = ctx.fixture::<NamespaceFixture>().await?;
+            let (node, n) = reserved(&ctx, &vendor)?;
+            ensure!(
+                n >= 2,
+                "needs a node with at least 2 {vendor} devices, has {n}"
+            );
+            run_on(&ctx, &ns, backend, "most", &node, n - 1).await?;
+            let refused = device_pod(backend, "two-more", &node, 2)?;
+            ctx.step(
+                format!("pod two-more asks for 2 with 1 left and is refused"),
+                async {
+                    ns.apply(&refused).await?;
+                    let u = wait::pod_unschedulable(&ns.api(), "two-more", CAPACITY_WAIT).await?;
+                    ensure!(
+                        u.message.contains("Insufficient"),
+                        "refused for another reason: {}",
+                        u.message
+                    );
+                    Ok::<_, Failure>(())
+                },
+            )
+            .await?;
+            run_on(&ctx, &ns, backend, "last", &node, 1).await?;
+            ctx.step("delete pod most: two-more runs", async {
+                let pods = ns.api();
+                pods.delete("most", &Default::default()).await?;
+                wait::deleted(&pods, "most", CAPACITY_WAIT).await?;
+                let pod = wait::pod_running(&pods, "two-more", CAPACITY_WAIT).await?;
+                let on = pod.spec.and_then(|s| s.node_name).unwrap_or_default();
+                ensure!(on == node, "two-more runs on `{on}`, not on `{node}`");
+                Ok::<_, Failure>(())
+            })
+            .await
+        }
+    })
+}
+
 /// The scenarios of one backend: `devices::<vendor>::fake-node` registers four fake devices
 /// on a new node of the local cluster, the backend's way, and reads them back through the
 /// API server and the capability probe.
 pub(crate) fn backend_scenarios(registry: &DeviceRegistry) -> Vec<Arc<dyn Scenario>> {
     registry
         .iter()
-        .map(|backend| {
+        .flat_map(|backend| {
             let vendor = backend.vendor().to_string();
             let name = format!("devices::{}::fake-node", hami_e2e_core::slug(&vendor));
             let s = scenario(name)
@@ -132,7 +360,11 @@ pub(crate) fn backend_scenarios(registry: &DeviceRegistry) -> Vec<Arc<dyn Scenar
                         Ok(())
                     }
                 });
-            Arc::new(s) as Arc<dyn Scenario>
+            [
+                Arc::new(s) as Arc<dyn Scenario>,
+                Arc::new(whole_devices(backend.vendor().to_string())),
+                Arc::new(node_capacity(backend.vendor().to_string())),
+            ]
         })
         .collect()
 }

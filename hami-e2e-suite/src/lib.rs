@@ -36,11 +36,14 @@ use hami_e2e_k8s::local::NodeSpec;
 use hami_e2e_k8s::{
     ClusterArgs, ClusterFixture, ClusterSource, NamespaceFixture, PodBuilder, wait,
 };
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, Pod};
 
 mod devices;
+pub mod verdict;
 
-pub use devices::{DevicesFixture, LOCAL_CLUSTER};
+pub use devices::{
+    DevicePoolFixture, DevicesFixture, FAKE_DEVICES_LABEL, LOCAL_CLUSTER, POOL_DEVICES_PER_NODE,
+};
 
 /// The suite's command line: the runner's flags and the cluster's.
 #[derive(Debug, Clone, Parser)]
@@ -76,6 +79,7 @@ pub struct Suite {
     registry: DeviceRegistry,
     extra: Vec<Arc<dyn Scenario>>,
     share: bool,
+    verdict: bool,
 }
 
 impl std::fmt::Debug for Suite {
@@ -107,6 +111,7 @@ impl Suite {
             registry: DeviceRegistry::builtin(),
             extra: Vec::new(),
             share: false,
+            verdict: false,
         }
     }
 
@@ -126,6 +131,13 @@ impl Suite {
     /// Replaces the registry of backends.
     pub fn registry(mut self, registry: DeviceRegistry) -> Self {
         self.registry = registry;
+        self
+    }
+
+    /// Prints the verdict per vendor and node after the run (see [`verdict`]), as
+    /// `hami-e2e run` does.
+    pub fn verdict(mut self, on: bool) -> Self {
+        self.verdict = on;
         self
     }
 
@@ -150,18 +162,30 @@ impl Suite {
         hami_e2e_k8s::register_transient_errors();
         let registry = Arc::new(self.registry);
         let probe_registry = Arc::clone(&registry);
-        Runner::new()
+        let inventory_slot = verdict::InventorySlot::default();
+        let probe_slot = Arc::clone(&inventory_slot);
+        let mut runner = Runner::new();
+        if self.verdict {
+            runner = runner.reporter(verdict::VerdictReporter::new(
+                registry.vendors().iter().map(ToString::to_string).collect(),
+                inventory_slot,
+            ));
+        }
+        runner
             .fixture(
                 ClusterFixture::new(cluster_source(&args.cluster))
                     .sweep(args.cluster.sweep_options())
                     .share_under_nextest(self.share),
             )
             .fixture(NamespaceFixture::new(args.cluster.namespace_options()))
+            .fixture(DevicePoolFixture::new(Arc::clone(&registry)))
             .fixture(DevicesFixture::new(registry))
             .probe(move |ctx| {
                 let registry = Arc::clone(&probe_registry);
+                let slot = Arc::clone(&probe_slot);
                 async move {
                     let cluster = ctx.fixture::<ClusterFixture>().await?;
+                    ctx.fixture::<DevicePoolFixture>().await?;
                     let info = cluster.discover().await?;
                     let mut caps = info
                         .capabilities()
@@ -172,12 +196,22 @@ impl Suite {
                     let nodes = kube::Api::<Node>::all(cluster.client())
                         .list(&Default::default())
                         .await?;
-                    let (inventory, errors) = DeviceInventory::from_nodes(&registry, &nodes.items);
+                    let (mut inventory, errors) =
+                        DeviceInventory::from_nodes(&registry, &nodes.items);
                     for e in errors {
                         tracing::warn!(error = %e, "a node's device data does not parse");
                     }
+                    // What other workloads hold is not handed out (a shared cluster).
+                    let pods = kube::Api::<Pod>::all(cluster.client())
+                        .list(&Default::default())
+                        .await?;
+                    for e in inventory.add_pod_usage(&registry, &pods.items) {
+                        tracing::warn!(error = %e, "a pod's device allocation does not parse");
+                    }
                     // Devices on a cluster that is not a local one are real ones.
-                    Ok(inventory.record(caps, !cluster.is_local()))
+                    let caps = inventory.record(caps, !cluster.is_local());
+                    *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(inventory);
+                    Ok(caps)
                 }
             })
             .scenarios(scenarios)

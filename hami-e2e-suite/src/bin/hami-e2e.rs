@@ -38,7 +38,10 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run(args) => Suite::new().runner(&args).main_with_args(&args.core),
+        Command::Run(args) => Suite::new()
+            .verdict(true)
+            .runner(&args)
+            .main_with_args(&args.core),
         Command::List(mut args) => {
             args.core.list = true;
             Suite::new().runner(&args).main_with_args(&args.core)
