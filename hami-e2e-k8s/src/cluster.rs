@@ -17,7 +17,7 @@ use hami_e2e_core::{Failure, Fixture, FixtureContext, Scope, TeardownContext};
 
 use crate::error::{Error, Result};
 use crate::kubeconfig::describe;
-use crate::ledger::RunLease;
+use crate::ledger::{ReapReport, RunLease};
 use crate::local::{LocalCluster, LocalClusterOptions};
 use crate::namespace::{KeepNamespaces, NamespaceOptions};
 use crate::sweep::SweepOptions;
@@ -66,11 +66,13 @@ pub struct ClusterArgs {
     #[arg(long, env = "HAMI_E2E_IN_CLUSTER")]
     pub in_cluster: bool,
 
-    /// Before the first scenario, delete namespaces that earlier runs left behind.
+    /// Before the first scenario, delete namespaces that earlier runs left behind, and undo
+    /// the node changes they recorded.
     #[arg(long, env = "HAMI_E2E_SWEEP")]
     pub sweep: bool,
 
-    /// With --sweep, only namespaces older than this (`15m`, `1h`).
+    /// With --sweep, only namespaces (and node changes of runs without a lease) older than
+    /// this (`15m`, `1h`).
     #[arg(
         long,
         env = "HAMI_E2E_SWEEP_OLDER_THAN",
@@ -180,6 +182,7 @@ pub struct Cluster {
     context: Option<String>,
     hold: std::sync::Mutex<Option<crate::shared::Hold>>,
     shared_local: bool,
+    reaped: std::sync::OnceLock<ReapReport>,
 }
 
 impl fmt::Debug for Cluster {
@@ -274,6 +277,7 @@ impl Cluster {
             context,
             hold: Default::default(),
             shared_local: false,
+            reaped: Default::default(),
         }
     }
 
@@ -317,6 +321,13 @@ impl Cluster {
     /// The local cluster, if this run started one (to add fake nodes, restart components).
     pub fn local(&self) -> Option<&LocalCluster> {
         self.local.as_ref()
+    }
+
+    /// What the reaper removed when the [`ClusterFixture`] connected (see
+    /// [`ledger`](crate::ledger)); `None` when it did not run (a local cluster of the run's
+    /// own, the lease turned off).
+    pub fn reaped(&self) -> Option<&ReapReport> {
+        self.reaped.get()
     }
 
     /// What the cluster is, for reports: `local cluster v1.37.2 at https://...` or
@@ -405,8 +416,8 @@ impl ClusterFixture {
         self
     }
 
-    /// Sweeps namespaces left by earlier runs once connected (see [`sweep`](crate::sweep())),
-    /// never those of the current run.
+    /// Sweeps namespaces and node changes left by earlier runs once connected (see
+    /// [`sweep`](crate::sweep())), never those of the current run.
     #[must_use]
     pub fn sweep(mut self, options: Option<SweepOptions>) -> Self {
         self.sweep = options;
@@ -462,8 +473,9 @@ impl Fixture for ClusterFixture {
             {
                 let reaped = crate::ledger::reap(&cluster.client()).await?;
                 if !reaped.dead_runs.is_empty() {
-                    tracing::info!(runs = ?reaped.dead_runs, deleted = ?reaped.deleted, "reaped what dead runs left");
+                    tracing::info!(runs = ?reaped.dead_runs, deleted = ?reaped.deleted, restored = ?reaped.restored, "reaped what dead runs left");
                 }
+                let _ = cluster.reaped.set(reaped);
                 let lease =
                     crate::ledger::RunLease::acquire(&cluster.client(), ctx.run_id(), duration).await?;
                 *cluster.lease.lock().unwrap_or_else(|p| p.into_inner()) = Some(lease);

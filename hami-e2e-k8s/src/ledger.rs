@@ -7,9 +7,10 @@
 //! renewed every few seconds. When a run is killed, nothing renews it; the next run's
 //! [`reap`] (the [`ClusterFixture`](crate::ClusterFixture) calls it at start) finds the
 //! expired lease and deletes every object labelled with that run, through discovery
-//! (namespaces and cluster-scoped objects included), then the lease. Nothing without the
-//! dead run's label is touched, and namespaces kept on purpose (`hami-e2e.io/kept-until`
-//! in the future) stay until they expire.
+//! (namespaces and cluster-scoped objects included), undoes the changes it recorded on
+//! nodes (see [`node_changes`](crate::node_changes)), then deletes the lease. Nothing
+//! without the dead run's label or record is touched, and namespaces kept on purpose
+//! (`hami-e2e.io/kept-until` in the future) stay until they expire.
 //!
 //! ```no_run
 //! # async fn f(client: kube::Client) -> hami_e2e_k8s::Result<()> {
@@ -17,7 +18,7 @@
 //! use hami_e2e_k8s::ledger::{RunLease, reap};
 //!
 //! let report = reap(&client).await?; // what dead runs left
-//! println!("reaped {:?}", report.deleted);
+//! println!("reaped {:?}, restored {:?}", report.deleted, report.restored);
 //! let lease = RunLease::acquire(&client, "my-run", Duration::from_secs(30)).await?;
 //! // ... the run ...
 //! lease.release().await?;
@@ -203,14 +204,22 @@ pub struct ReapReport {
     pub deleted: Vec<String>,
     /// Namespaces spared because they are kept until a later time.
     pub kept: Vec<String>,
+    /// Node changes undone (see [`node_changes`](crate::node_changes)), as
+    /// `node/<name>: label x, annotation y`.
+    pub restored: Vec<String>,
 }
 
-/// Removes what runs whose lease expired left: every object labelled with such a run (all
-/// listable resource types, cluster-scoped included), then the lease.
+/// Removes what runs whose lease expired left: the changes they recorded on nodes are
+/// undone (see [`node_changes`](crate::node_changes); nothing else on the nodes is
+/// touched), every object labelled with such a run (all listable resource types,
+/// cluster-scoped included) is deleted, then the lease.
 ///
 /// # Errors
 ///
-/// [`Error::Api`] when leases cannot be listed or an object cannot be deleted (403, ...).
+/// [`Error::Api`] when leases cannot be listed, an object cannot be deleted or a node
+/// cannot be patched (403, ...); [`Error::Invalid`] naming the node and the annotation when
+/// a dead run's record on a node is malformed (the lease stays, so a later reap tries again
+/// once the record is repaired or removed). Nodes the credentials may not list are skipped.
 ///
 /// # Cancel safety
 ///
@@ -239,6 +248,17 @@ pub async fn reap(client: &kube::Client) -> Result<ReapReport> {
     let resources = crate::leak::listable_resources(client).await?;
     for (lease, run) in dead {
         tracing::info!(run = %run, "reaping what a dead run left");
+        match crate::node_changes::undo_run(client, &run).await {
+            Ok(restored) => report.restored.extend(restored),
+            Err(Error::Api {
+                action: "list",
+                source: kube::Error::Api(s),
+                ..
+            }) if s.code == 403 => {
+                tracing::warn!(run = %run, "may not list nodes: the run's node changes, if any, are not undone");
+            }
+            Err(e) => return Err(e),
+        }
         let selector = format!("{RUN_LABEL}={run}");
         for resource in &resources {
             let api: Api<DynamicObject> = Api::all_with(client.clone(), resource);
@@ -289,6 +309,7 @@ pub async fn reap(client: &kube::Client) -> Result<ReapReport> {
         report.dead_runs.push(run);
     }
     report.deleted.sort();
+    report.restored.sort();
     Ok(report)
 }
 

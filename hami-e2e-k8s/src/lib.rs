@@ -12,6 +12,10 @@
 //!   after every outcome (`--keep-namespaces` to keep), with [`apply`](TestNamespace::apply),
 //!   [`apply_yaml`](TestNamespace::apply_yaml) and [`PodBuilder`]/[`DeploymentBuilder`];
 //!   [`sweep`] deletes what crashed runs left;
+//! - [`NodeChanges`]/[`NodeChangesFixture`]: labels and annotations of nodes the run did
+//!   not create, changed with their originals recorded on the node first, and undone after
+//!   the scenario whatever the outcome, or after a `kill -9` by the next run's reaper
+//!   ([`ledger`]) or `--sweep` (see [`node_changes`]);
 //! - [`wait`]: watch-driven waits with timeouts whose errors carry the last state and events;
 //! - [`exec`] and [`logs`]; [`diagnostics`] collected into a failed scenario's artifacts;
 //!   [`retry_transient`] for transient API errors;
@@ -71,6 +75,7 @@ pub mod leak;
 pub mod ledger;
 pub mod local;
 mod namespace;
+pub mod node_changes;
 mod retry;
 pub mod shared;
 mod sweep;
@@ -87,5 +92,6 @@ pub use namespace::{
     NamespaceFixture, NamespaceOptions, RUN_LABEL, SCENARIO_LABEL, TestNamespace, label_value,
     namespace_name, ownership_labels, rerun_command,
 };
+pub use node_changes::{NodeChanges, NodeChangesFixture};
 pub use retry::{backoff, retry_transient};
 pub use sweep::{SweepOptions, sweep};

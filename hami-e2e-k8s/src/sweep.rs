@@ -8,6 +8,11 @@
 //! keeps a sweep from deleting the namespaces of another run still going on against the same
 //! cluster.
 //!
+//! The sweep also undoes the changes earlier runs recorded on nodes (see
+//! [`node_changes`](crate::node_changes)): those of runs other than the current one whose
+//! lease expired, or whose lease is gone and whose record is older than the given age (a
+//! run without a lease may still be going on). Nothing else on the nodes is touched.
+//!
 //! ```no_run
 //! # async fn f(client: kube::Client) -> hami_e2e_k8s::Result<()> {
 //! use std::time::Duration;
@@ -63,12 +68,15 @@ impl SweepOptions {
     }
 }
 
-/// Deletes the namespaces left by earlier runs (see the module docs) and returns their
-/// names. Does not wait for them to be gone.
+/// Deletes the namespaces left by earlier runs and undoes their abandoned node changes (see
+/// the module docs); returns the names of the namespaces (the nodes restored are logged).
+/// Does not wait for the namespaces to be gone.
 ///
 /// # Errors
 ///
-/// [`Error::Api`] when the namespaces cannot be listed or one cannot be deleted.
+/// [`Error::Api`] when the namespaces cannot be listed or one cannot be deleted, or a node
+/// cannot be patched; [`Error::Invalid`] naming the node and the annotation for a malformed
+/// record on a node. Nodes the credentials may not list are skipped.
 ///
 /// # Cancel safety
 ///
@@ -131,6 +139,24 @@ pub async fn sweep(client: &kube::Client, options: &SweepOptions) -> Result<Vec<
         .await?;
         tracing::info!(namespace = %name, run = run.as_deref().unwrap_or(""), age = ?age, "swept a namespace left by an earlier run");
         swept.push(name);
+    }
+    let except = options.except_run.as_deref();
+    match crate::node_changes::undo_abandoned(client, options.older_than, except).await {
+        Ok(restored) => {
+            for r in restored {
+                tracing::info!(restored = %r, "undid an earlier run's node changes");
+            }
+        }
+        Err(Error::Api {
+            action: "list",
+            object,
+            source: kube::Error::Api(s),
+        }) if s.code == 403 && object == "nodes" => {
+            tracing::warn!(
+                "may not list nodes: earlier runs' node changes, if any, are not undone"
+            );
+        }
+        Err(e) => return Err(e),
     }
     Ok(swept)
 }
