@@ -176,6 +176,15 @@ async fn smoke(release: KubernetesRelease) {
     let pids = cluster.pids();
     assert_eq!(pids.len(), Component::ALL.len(), "{pids:?}");
     let dir = cluster.dir().to_path_buf();
+    // Every component is recorded with its pid (and start time), for a later start to stop
+    // what a dead owner left.
+    let recorded = std::fs::read_to_string(dir.join("pids")).unwrap();
+    for (component, pid) in &pids {
+        assert!(
+            recorded.lines().any(|l| l.starts_with(&format!("{component} {pid} "))),
+            "{component} {pid} not in {recorded}"
+        );
+    }
     cluster.stop().await.unwrap();
     for (component, pid) in pids {
         assert!(

@@ -300,7 +300,35 @@ impl fmt::Debug for LocalCluster {
 /// Prefix of the clusters' temporary folders: `hami-e2e-cluster-<pid>-<nonce>`.
 const DIR_PREFIX: &str = "hami-e2e-cluster-";
 
-/// A new temporary folder for a cluster; removes those of processes that no longer exist.
+/// The file in a cluster's folder that records its components: `<component> <pid> <start>`
+/// lines, so a later start can stop what a dead owner left, by pid and start time.
+const PIDS_FILE: &str = "pids";
+
+/// Stops the components recorded in `dir`'s pids file that are still the processes that
+/// were recorded (the owner died without stopping them); returns what it stopped.
+fn stop_recorded(dir: &Path) -> Vec<String> {
+    let Ok(text) = std::fs::read_to_string(dir.join(PIDS_FILE)) else {
+        return Vec::new();
+    };
+    let mut stopped = Vec::new();
+    for line in text.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(name), Some(pid), Some(start)) = (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        let (Ok(pid), Ok(start)) = (pid.parse::<u32>(), start.parse::<u64>()) else {
+            continue;
+        };
+        if process::kill_if_same(pid, start) {
+            stopped.push(format!("{name} (pid {pid})"));
+        }
+    }
+    stopped
+}
+
+/// A new temporary folder for a cluster; removes those of processes that no longer exist,
+/// after stopping the components they recorded.
 fn make_dir() -> Result<PathBuf> {
     let tmp = std::env::temp_dir();
     if let Ok(entries) = std::fs::read_dir(&tmp) {
@@ -311,6 +339,10 @@ fn make_dir() -> Result<PathBuf> {
             };
             let owner = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
             if owner.is_some_and(|pid| !process::is_alive(pid)) {
+                let stopped = stop_recorded(&entry.path());
+                if !stopped.is_empty() {
+                    tracing::warn!(dir = %entry.path().display(), ?stopped, "stopped components a dead process left running");
+                }
                 tracing::info!(dir = %entry.path().display(), "removing a cluster folder left by a dead process");
                 let _ = std::fs::remove_dir_all(entry.path());
             }
@@ -616,8 +648,18 @@ impl LocalCluster {
 
     fn spawn(&self, c: Component, binary: &Path, args: Vec<String>, log: PathBuf) -> Result<()> {
         let process = Process::spawn(c.as_str(), binary, args, log)?;
-        self.lock().insert(c, process);
-        Ok(())
+        let mut processes = self.lock();
+        processes.insert(c, process);
+        // Record every component with its start time (see `stop_recorded`).
+        let record: String = processes
+            .iter()
+            .filter_map(|(c, p)| {
+                let pid = p.pid()?;
+                Some(format!("{c} {pid} {}\n", process::start_time(pid)?))
+            })
+            .collect();
+        drop(processes);
+        write(&self.dir.join(PIDS_FILE), &record)
     }
 
     /// The URL and path that say whether `c` is ready.
@@ -945,4 +987,49 @@ fn host_exec_documents(exec_dir: &Path, log_file: &Path) -> String {
     });
     // JSON is YAML: one document each.
     format!("---\n{exec}\n---\n{logs}\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::CommandExt;
+
+    use super::*;
+
+    fn sleeper() -> std::process::Child {
+        std::process::Command::new("sleep")
+            .arg("600")
+            .process_group(0)
+            .spawn()
+            .expect("sleep runs")
+    }
+
+    #[test]
+    fn recorded_components_are_stopped_by_pid_and_start_time_only() {
+        let dir = std::env::temp_dir().join(format!("hami-e2e-pids-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut recorded = sleeper();
+        let mut reused = sleeper();
+        let start = process::start_time(recorded.id()).expect("a start time");
+        let other = process::start_time(reused.id()).expect("a start time");
+        // The second line stands for a pid reused by another process: its start time differs.
+        let text = format!(
+            "etcd {} {start}\nkwok {} {}\nbroken line\n",
+            recorded.id(),
+            reused.id(),
+            other + 1
+        );
+        std::fs::write(dir.join(PIDS_FILE), text).unwrap();
+        let stopped = stop_recorded(&dir);
+        assert_eq!(stopped, [format!("etcd (pid {})", recorded.id())]);
+        let status = recorded.wait().unwrap();
+        assert!(!status.success(), "killed: {status:?}");
+        assert!(
+            reused.try_wait().unwrap().is_none(),
+            "another process's pid is left alone"
+        );
+        reused.kill().unwrap();
+        reused.wait().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(stop_recorded(&dir).is_empty(), "no folder, nothing to stop");
+    }
 }

@@ -109,6 +109,24 @@ pub(crate) fn is_alive(pid: u32) -> bool {
     }
 }
 
+/// The start time of process `pid` (field 22 of `/proc/<pid>/stat`, clock ticks since
+/// boot): with the pid, it names one process, never a later one that reuses the pid.
+pub(crate) fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Stops the process group of `pid` (SIGKILL) if `pid` is still the process that started at
+/// `start`. Returns whether it was.
+pub(crate) fn kill_if_same(pid: u32, start: u64) -> bool {
+    if start_time(pid) != Some(start) || !is_alive(pid) {
+        return false;
+    }
+    signal_group(pid, libc::SIGKILL);
+    true
+}
+
 /// The last `lines` lines of a log file.
 pub(crate) fn log_tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read(path).unwrap_or_default();
