@@ -504,7 +504,17 @@ impl DevicePool {
         }
         let most = per_node.values().copied().max().unwrap_or(0);
         let plural = if total == 1 { "" } else { "s" };
-        format!("{total} {kind} device{plural}, at most {most} on one node")
+        let busy = self
+            .devices
+            .iter()
+            .filter(|d| d.kind == kind && d.used_elsewhere != (0, 0, 0))
+            .count();
+        let busy = if busy == 0 {
+            String::new()
+        } else {
+            format!(" ({busy} partly or wholly used by other workloads)")
+        };
+        format!("{total} {kind} device{plural}, at most {most} on one node{busy}")
     }
 }
 
@@ -856,7 +866,10 @@ mod tests {
         assert!(p.is_idle());
         let whole = [Demand::devices("gpu", 1).exclusive()];
         assert!(p.try_reserve(&whole).is_none(), "partly used elsewhere");
-        assert!(p.can_ever_hold(&whole).is_err());
+        assert_eq!(
+            p.can_ever_hold(&whole).unwrap_err(),
+            "needs 1 whole gpu device; the cluster has 1 gpu device, at most 1 on one node (1 partly or wholly used by other workloads)"
+        );
         assert!(
             p.try_reserve(&[Demand::devices("gpu", 1).memory_mib(8000)])
                 .is_none(),

@@ -7,6 +7,9 @@
 //!   requirements, a timeout and named steps ([`Context::step`]);
 //! - [`Fixture`]: set-up shared per run or per scenario, with teardown that runs after
 //!   success, failure, panic, timeout and Ctrl-C, in reverse order of set-up;
+//! - [`admission`]: scenarios declare the devices they hold ([`Demand`]), and the runner
+//!   starts them only when the devices the probe found ([`PoolDevice`]) can hold them
+//!   beside the running ones, across processes too ([`SharedPool`]);
 //! - [`Runner`]: name and label filters ([`LabelExpr`]), parallelism, per-scenario timeouts,
 //!   retries of transient failures only ([`FailureKind::Transient`]), `--fail-fast`,
 //!   `--repeat`, `--until-it-fails`, `--dry-run`, and reports: live human lines, JUnit XML

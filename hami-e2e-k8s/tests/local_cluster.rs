@@ -181,7 +181,9 @@ async fn smoke(release: KubernetesRelease) {
     let recorded = std::fs::read_to_string(dir.join("pids")).unwrap();
     for (component, pid) in &pids {
         assert!(
-            recorded.lines().any(|l| l.starts_with(&format!("{component} {pid} "))),
+            recorded
+                .lines()
+                .any(|l| l.starts_with(&format!("{component} {pid} "))),
             "{component} {pid} not in {recorded}"
         );
     }

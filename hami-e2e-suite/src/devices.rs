@@ -168,6 +168,31 @@ fn reserved(ctx: &Context, vendor: &str) -> Result<(String, u32), Failure> {
     Ok((node, u32::try_from(count).unwrap_or(u32::MAX)))
 }
 
+/// Registers a cleanup that deletes the namespace's pods and waits until they are gone:
+/// the devices they hold are free once the scenario ends, when admission hands them to the
+/// next scenario (a namespace's deletion alone frees them seconds later).
+fn free_devices_at_the_end(ctx: &Context, ns: &TestNamespace) {
+    let pods: kube::Api<Pod> = ns.api();
+    ctx.defer(
+        "delete the pods and wait until their devices are free",
+        async move {
+            let names: Vec<String> = pods
+                .list(&Default::default())
+                .await?
+                .items
+                .into_iter()
+                .filter_map(|p| p.metadata.name)
+                .collect();
+            pods.delete_collection(&Default::default(), &Default::default())
+                .await?;
+            for name in names {
+                wait::deleted(&pods, &name, CAPACITY_WAIT).await?;
+            }
+            Ok(())
+        },
+    );
+}
+
 /// Creates pod `name` asking for `count` devices on `node`, and waits until it runs there.
 async fn run_on(
     ctx: &Context,
@@ -210,6 +235,7 @@ fn whole_devices(vendor: String) -> impl Scenario {
             let registry = ctx.fixture::<DevicesFixture>().await?;
             let backend = registry.get(&vendor)?;
             let ns = ctx.fixture::<NamespaceFixture>().await?;
+            free_devices_at_the_end(&ctx, &ns);
             let (node, _) = reserved(&ctx, &vendor)?;
             run_on(&ctx, &ns, backend, "two", &node, 2).await
         }
@@ -237,6 +263,7 @@ fn node_capacity(vendor: String) -> impl Scenario {
             let registry = ctx.fixture::<DevicesFixture>().await?;
             let backend = registry.get(&vendor)?;
             let ns = ctx.fixture::<NamespaceFixture>().await?;
+            free_devices_at_the_end(&ctx, &ns);
             let (node, n) = reserved(&ctx, &vendor)?;
             ensure!(
                 n >= 2,
@@ -245,7 +272,7 @@ fn node_capacity(vendor: String) -> impl Scenario {
             run_on(&ctx, &ns, backend, "most", &node, n - 1).await?;
             let refused = device_pod(backend, "two-more", &node, 2)?;
             ctx.step(
-                format!("pod two-more asks for 2 with 1 left and is refused"),
+                "pod two-more asks for 2 with 1 left and is refused",
                 async {
                     ns.apply(&refused).await?;
                     let u = wait::pod_unschedulable(&ns.api(), "two-more", CAPACITY_WAIT).await?;

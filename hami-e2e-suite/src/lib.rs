@@ -2,8 +2,11 @@
 //!
 //! The suite runs against the cluster of `--kubeconfig`/`KUBECONFIG`, or, with neither, a
 //! local cluster it starts itself (see `hami_e2e_k8s::ClusterSource`). It holds scenarios
-//! that check the cluster, the runner and every device backend's fake devices; HAMi's own
+//! that check the cluster, the runner, and every device backend's fake devices and device
+//! accounting (`devices::<vendor>::{fake-node, whole-devices, node-capacity}`, the last two
+//! on the [`DevicePoolFixture`]'s nodes and admitted by the devices they hold); HAMi's own
 //! scenarios need HAMi's scheduler on the local cluster, which waits for HAMi's Go module.
+//! `hami-e2e run` ends with a [`verdict`] per vendor and node.
 //!
 //! Every backend of the run's [`DeviceRegistry`] gets the
 //! device scenarios (`devices::<vendor>::...`). A fork, or a vendor's crate, adds its backend

@@ -1,5 +1,6 @@
 //! `hami-e2e` used as an operator would: against a cluster started by hand (a local one,
-//! reached only through its kubeconfig), `run`, `list` and `sweep`.
+//! reached only through its kubeconfig), `run`, `list` and `sweep`; on it, a node whose
+//! NVIDIA devices HAMi registered, one of which another team's pod holds.
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -26,10 +27,47 @@ fn hami_e2e(args: &[&str]) -> (i32, String, String) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn run_list_and_sweep_against_a_users_cluster() {
-    let local = LocalCluster::start(LocalClusterOptions::default().node(NodeSpec::new("node-0")))
-        .await
-        .expect("the local cluster starts");
+    use hami_e2e_devices::{DeviceBackend, FakeDevices, Nvidia};
+    let nvidia = Nvidia::default();
+    let mut fake = FakeDevices::new("gpu-node", 4, "Tesla T4", 15360);
+    fake.split = 1;
+    let registered = nvidia.fake_node(&fake).unwrap();
+    let mut gpu_node = NodeSpec::new("gpu-node");
+    for (k, v) in &registered.annotations {
+        gpu_node = gpu_node.annotation(k, v);
+    }
+    for (k, v) in &registered.capacity {
+        gpu_node = gpu_node.capacity(k, &v.0);
+    }
+    let local = LocalCluster::start(
+        LocalClusterOptions::default()
+            .node(NodeSpec::new("node-0"))
+            .node(gpu_node),
+    )
+    .await
+    .expect("the local cluster starts");
     let kubeconfig = local.kubeconfig().display().to_string();
+
+    // Another team's pod, granted one of the GPUs by HAMi (its allocation annotation).
+    let node = Api::<k8s_openapi::api::core::v1::Node>::all(local.client())
+        .get("gpu-node")
+        .await
+        .unwrap();
+    let first = nvidia.node_devices(&node).unwrap()[0].id.clone();
+    let granted = hami_e2e_devices::codec::encode_allocation(&[vec![
+        hami_e2e_devices::ContainerDevice::new(&first, "NVIDIA", 15360, 100),
+    ]]);
+    let foreign = hami_e2e_k8s::PodBuilder::new("training")
+        .namespace("default")
+        .command(["sleep", "3600"])
+        .limit("nvidia.com/gpu", "1")
+        .node_selector("kubernetes.io/hostname", "gpu-node")
+        .annotation(nvidia.annotation_keys().allocated.clone(), granted)
+        .build();
+    Api::<k8s_openapi::api::core::v1::Pod>::namespaced(local.client(), "default")
+        .create(&PostParams::default(), &foreign)
+        .await
+        .unwrap();
 
     let (code, out, err) = hami_e2e(&["list", "--format", "terse"]);
     assert_eq!(code, 0, "{out}\n{err}");
@@ -40,7 +78,7 @@ async fn run_list_and_sweep_against_a_users_cluster() {
         "--kubeconfig",
         &kubeconfig,
         "--label-filter",
-        "smoke",
+        "smoke || capacity",
     ]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(
@@ -57,6 +95,47 @@ async fn run_list_and_sweep_against_a_users_cluster() {
         "{out}"
     );
     assert!(out.contains("test result: ok."), "{out}");
+    // Two of the three free GPUs: runs, on the GPU node.
+    assert!(
+        out.contains("test devices::nvidia::whole-devices ... ok"),
+        "{out}"
+    );
+    // A whole node: one GPU is another team's, so never; skipped with the reason.
+    assert!(
+        out.contains("test devices::nvidia::node-capacity ... ignored, needs every nvidia device of one node; the cluster has 4 nvidia devices, at most 4 on one node (1 partly or wholly used by other workloads)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("test devices::ascend::whole-devices ... ignored, needs 2 whole ascend devices on one node; the cluster has no ascend devices"),
+        "{out}"
+    );
+    // The verdict, after libtest's summary.
+    let verdict = out
+        .split_once("verdict per vendor and node:")
+        .expect("a verdict")
+        .1;
+    assert!(
+        verdict.contains("nvidia     gpu-node        4       1       0        0"),
+        "{verdict}"
+    );
+    assert!(
+        verdict.contains("nvidia     -               -       0       0        2"),
+        "{verdict}"
+    );
+    assert!(verdict.contains("nvidia     pass (1 passed)"), "{verdict}");
+    assert!(verdict.contains("ascend     not tested"), "{verdict}");
+    assert!(
+        verdict.contains("devices::nvidia::fake-node: needs local-cluster"),
+        "{verdict}"
+    );
+    // The other team's pod is untouched.
+    assert!(
+        Api::<k8s_openapi::api::core::v1::Pod>::namespaced(local.client(), "default")
+            .get_opt("training")
+            .await
+            .unwrap()
+            .is_some()
+    );
 
     // A namespace a crashed run left, and one of somebody else's.
     let namespaces: Api<Namespace> = Api::all(local.client());
