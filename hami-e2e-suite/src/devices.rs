@@ -12,7 +12,9 @@ use hami_e2e_devices::{
 use std::time::Duration;
 
 use hami_e2e_k8s::local::NodeSpec;
-use hami_e2e_k8s::{ClusterFixture, NamespaceFixture, PodBuilder, TestNamespace, wait};
+use hami_e2e_k8s::{
+    ClusterFixture, NamespaceFixture, NodeChangesFixture, PodBuilder, TestNamespace, wait,
+};
 use k8s_openapi::api::core::v1::{Node, Pod};
 
 /// The flag the suite's probe sets on a local cluster (the run's own, or the one a nextest
@@ -300,6 +302,58 @@ fn node_capacity(vendor: String) -> impl Scenario {
     })
 }
 
+/// `devices::<vendor>::node-selector`: the node holding its device gets a label of the
+/// run's (through the node-change ledger, undone after the scenario, or by the reaper if the
+/// run is killed), and a pod selecting that label and asking for the device runs there.
+fn node_selector(vendor: String) -> impl Scenario {
+    scenario(format!(
+        "devices::{}::node-selector",
+        hami_e2e_core::slug(&vendor)
+    ))
+    .labels([
+        hami_e2e_core::slug(&vendor),
+        "devices".into(),
+        "capacity".into(),
+    ])
+    .demand(Demand::devices(vendor.clone(), 1).exclusive())
+    .run(move |ctx| {
+        let vendor = vendor.clone();
+        async move {
+            let registry = ctx.fixture::<DevicesFixture>().await?;
+            let backend = registry.get(&vendor)?;
+            let ns = ctx.fixture::<NamespaceFixture>().await?;
+            free_devices_at_the_end(&ctx, &ns);
+            let changes = ctx.fixture::<NodeChangesFixture>().await?;
+            let (node, _) = reserved(&ctx, &vendor)?;
+            let value = hami_e2e_k8s::label_value(&format!("{}-{}", ctx.run_id(), ctx.attempt()));
+            ctx.step(
+                format!("label node {node} {SELECTOR_LABEL}={value}"),
+                async { changes.set_label(&node, SELECTOR_LABEL, Some(&value)).await },
+            )
+            .await?;
+            let resources = backend.container_resources(&DeviceRequest::devices(1))?;
+            let mut pod = PodBuilder::new("selected")
+                .command(["sleep", "3600"])
+                .node_selector(SELECTOR_LABEL, &value);
+            for (k, v) in resources.limits.unwrap_or_default() {
+                pod = pod.limit(k, v.0);
+            }
+            let pod = pod.build();
+            ctx.step("a pod selecting the label runs on that node", async {
+                ns.apply(&pod).await?;
+                let pod = wait::pod_running(&ns.api(), "selected", CAPACITY_WAIT).await?;
+                let on = pod.spec.and_then(|s| s.node_name).unwrap_or_default();
+                ensure!(on == node, "pod selected runs on `{on}`, not on `{node}`");
+                Ok::<_, Failure>(())
+            })
+            .await
+        }
+    })
+}
+
+/// The label `devices::<vendor>::node-selector` puts on a node for the time of the scenario.
+pub const SELECTOR_LABEL: &str = "hami-e2e.io/selected";
+
 /// The scenarios of one backend: `devices::<vendor>::fake-node` registers four fake devices
 /// on a new node of the local cluster, the backend's way, and reads them back through the
 /// API server and the capability probe.
@@ -391,6 +445,7 @@ pub(crate) fn backend_scenarios(registry: &DeviceRegistry) -> Vec<Arc<dyn Scenar
                 Arc::new(s) as Arc<dyn Scenario>,
                 Arc::new(whole_devices(backend.vendor().to_string())),
                 Arc::new(node_capacity(backend.vendor().to_string())),
+                Arc::new(node_selector(backend.vendor().to_string())),
             ]
         })
         .collect()

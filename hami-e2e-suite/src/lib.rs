@@ -46,6 +46,7 @@ pub mod verdict;
 
 pub use devices::{
     DevicePoolFixture, DevicesFixture, FAKE_DEVICES_LABEL, LOCAL_CLUSTER, POOL_DEVICES_PER_NODE,
+    SELECTOR_LABEL,
 };
 
 /// The suite's command line: the runner's flags and the cluster's.
@@ -181,6 +182,7 @@ impl Suite {
                     .share_under_nextest(self.share),
             )
             .fixture(NamespaceFixture::new(args.cluster.namespace_options()))
+            .fixture(hami_e2e_k8s::NodeChangesFixture::default())
             .fixture(DevicePoolFixture::new(Arc::clone(&registry)))
             .fixture(DevicesFixture::new(registry))
             .probe(move |ctx| {

@@ -115,14 +115,35 @@ async fn run_list_and_sweep_against_a_users_cluster() {
         .expect("a verdict")
         .1;
     assert!(
-        verdict.contains("nvidia     gpu-node        4       1       0        0"),
+        verdict.contains("nvidia     gpu-node        4       2       0        0"),
         "{verdict}"
     );
     assert!(
         verdict.contains("nvidia     -               -       0       0        2"),
         "{verdict}"
     );
-    assert!(verdict.contains("nvidia     pass (1 passed)"), "{verdict}");
+    assert!(verdict.contains("nvidia     pass (2 passed)"), "{verdict}");
+    // node-selector labelled the GPU node for its pod; the label and its record are gone.
+    assert!(
+        out.contains("test devices::nvidia::node-selector ... ok"),
+        "{out}"
+    );
+    let node = Api::<k8s_openapi::api::core::v1::Node>::all(local.client())
+        .get("gpu-node")
+        .await
+        .unwrap();
+    let labels = node.metadata.labels.clone().unwrap_or_default();
+    assert!(
+        !labels.contains_key(hami_e2e_suite::SELECTOR_LABEL),
+        "{labels:?}"
+    );
+    let annotations = node.metadata.annotations.clone().unwrap_or_default();
+    assert!(
+        !annotations
+            .keys()
+            .any(|k| k.starts_with("hami-e2e.io/changes")),
+        "{annotations:?}"
+    );
     assert!(verdict.contains("ascend     not tested"), "{verdict}");
     assert!(
         verdict.contains("devices::nvidia::fake-node: needs local-cluster"),
