@@ -34,7 +34,7 @@
 //!
 //! Runner::new()
 //!     .fixture(ClusterFixture::new(ClusterSource::from_args(&ClusterArgs::default())))
-//!     .fixture(NodeChangesFixture::default())
+//!     .fixture(NodeChangesFixture)
 //!     .scenario(scenario("nodes/labelled").run(|ctx| async move {
 //!         let nodes = ctx.fixture::<NodeChangesFixture>().await?;
 //!         nodes.set_label("gpu-node-0", "gpu", Some("on")).await?;

@@ -182,7 +182,7 @@ impl Suite {
                     .share_under_nextest(self.share),
             )
             .fixture(NamespaceFixture::new(args.cluster.namespace_options()))
-            .fixture(hami_e2e_k8s::NodeChangesFixture::default())
+            .fixture(hami_e2e_k8s::NodeChangesFixture)
             .fixture(DevicePoolFixture::new(Arc::clone(&registry)))
             .fixture(DevicesFixture::new(registry))
             .probe(move |ctx| {
