@@ -648,17 +648,20 @@ impl LocalCluster {
 
     fn spawn(&self, c: Component, binary: &Path, args: Vec<String>, log: PathBuf) -> Result<()> {
         let process = Process::spawn(c.as_str(), binary, args, log)?;
-        let mut processes = self.lock();
-        processes.insert(c, process);
-        // Record every component with its start time (see `stop_recorded`).
-        let record: String = processes
+        self.lock().insert(c, process);
+        self.record_pids()
+    }
+
+    /// Records every component with its pid and start time (see `stop_recorded`).
+    fn record_pids(&self) -> Result<()> {
+        let record: String = self
+            .lock()
             .iter()
             .filter_map(|(c, p)| {
                 let pid = p.pid()?;
                 Some(format!("{c} {pid} {}\n", process::start_time(pid)?))
             })
             .collect();
-        drop(processes);
         write(&self.dir.join(PIDS_FILE), &record)
     }
 
@@ -816,19 +819,25 @@ impl LocalCluster {
     ///
     /// As [`LocalCluster::start`] for that component.
     pub async fn restart(&self, component: Component) -> Result<()> {
+        // Stopping waits up to the grace period: on a blocking thread. Starting happens
+        // here, on a runtime worker, which outlives the component (`PR_SET_PDEATHSIG` fires
+        // when the thread that started a process exits; a blocking thread idles out).
         let processes = Arc::clone(&self.processes);
         tokio::task::spawn_blocking(move || {
             let mut map = processes.lock().unwrap_or_else(PoisonError::into_inner);
-            match map.get_mut(&component) {
-                Some(p) => p.restart(Duration::from_secs(10)),
-                None => Ok(()),
+            if let Some(p) = map.get_mut(&component) {
+                p.stop(Duration::from_secs(10));
             }
         })
         .await
         .map_err(|e| Error::Invalid {
             what: format!("restart of {component}"),
             message: e.to_string(),
-        })??;
+        })?;
+        if let Some(p) = self.lock().get_mut(&component) {
+            p.start()?;
+        }
+        self.record_pids()?;
         self.wait_ready(component).await
     }
 

@@ -154,7 +154,10 @@ impl Process {
         Ok(p)
     }
 
-    fn start(&mut self) -> Result<()> {
+    /// Starts the process again (after [`stop`](Self::stop)). The calling thread becomes
+    /// its parent for `PR_SET_PDEATHSIG`: call it from a thread that lives as long as the
+    /// cluster (a runtime worker), never from a blocking-pool thread, which idles out.
+    pub(crate) fn start(&mut self) -> Result<()> {
         let io_err = |source| Error::Io {
             action: "open log",
             path: self.log.clone(),
@@ -235,11 +238,6 @@ impl Process {
         tracing::debug!(component = self.name, pid, "stopped");
     }
 
-    /// Stops and starts again with the same arguments.
-    pub(crate) fn restart(&mut self, grace: Duration) -> Result<()> {
-        self.stop(grace);
-        self.start()
-    }
 }
 
 impl Drop for Process {
