@@ -162,14 +162,22 @@ impl Demand {
         }
     }
 
-    /// Every device of `kind` on one node, whole (the node with the fewest that has any):
-    /// for scenarios that fill a node and check what no longer fits.
+    /// Every device of `kind` on one node, whole (the node with the fewest that has any, or
+    /// at least [`at_least`](Self::at_least)): for scenarios that fill a node and check what
+    /// no longer fits.
     pub fn whole_node(kind: impl Into<String>) -> Self {
         Demand {
             whole_node: true,
             exclusive: true,
             ..Demand::devices(kind, 0)
         }
+    }
+
+    /// With [`whole_node`](Self::whole_node): only nodes with at least `count` devices.
+    #[must_use]
+    pub fn at_least(mut self, count: u32) -> Self {
+        self.count = count;
+        self
     }
 
     /// `mib` MiB of each device.
@@ -207,7 +215,11 @@ impl fmt::Display for Demand {
             return write!(f, "every {} device", self.kind);
         }
         if self.whole_node {
-            return write!(f, "every {} device of one node", self.kind);
+            write!(f, "every {} device of one node", self.kind)?;
+            if self.count > 1 {
+                write!(f, " with at least {}", self.count)?;
+            }
+            return Ok(());
         }
         let plural = if self.count == 1 { "" } else { "s" };
         let whole = if self.exclusive { "whole " } else { "" };
@@ -329,8 +341,8 @@ impl DevicePool {
             return used.shares == 0 && used.memory_mib == 0 && used.cores == 0;
         }
         used.shares < dev.shares
-            && used.memory_mib + d.memory_mib <= dev.memory_mib
-            && used.cores + d.cores <= dev.cores
+            && used.memory_mib.saturating_add(d.memory_mib) <= dev.memory_mib
+            && used.cores.saturating_add(d.cores) <= dev.cores
     }
 
     fn take_of(&self, i: usize, d: &Demand) -> Use {
@@ -354,9 +366,9 @@ impl DevicePool {
 
     fn apply(&mut self, i: usize, u: Use) {
         let used = &mut self.used[i];
-        used.shares += u.shares;
-        used.memory_mib += u.memory_mib;
-        used.cores += u.cores;
+        used.shares = used.shares.saturating_add(u.shares);
+        used.memory_mib = used.memory_mib.saturating_add(u.memory_mib);
+        used.cores = used.cores.saturating_add(u.cores);
         used.exclusive |= u.exclusive;
     }
 
@@ -381,9 +393,10 @@ impl DevicePool {
                     entry.1.push(i);
                 }
             }
+            let least = (d.count as usize).max(1);
             return per_node
                 .into_values()
-                .filter(|(n, free)| *n > 0 && free.len() == *n)
+                .filter(|(n, free)| *n >= least && free.len() == *n)
                 .min_by_key(|(n, _)| *n)
                 .map(|(_, free)| free);
         }
@@ -438,13 +451,16 @@ impl DevicePool {
     /// Gives back what `reservation` held.
     pub fn release(&mut self, reservation: &Reservation) {
         for (i, u) in &reservation.taken {
-            if let Some(used) = self.used.get_mut(*i) {
-                used.shares = used.shares.saturating_sub(u.shares);
-                used.memory_mib = used.memory_mib.saturating_sub(u.memory_mib);
-                used.cores = used.cores.saturating_sub(u.cores);
-                if u.exclusive {
-                    used.exclusive = false;
-                }
+            let (Some(used), Some(dev)) = (self.used.get_mut(*i), self.devices.get(*i)) else {
+                continue;
+            };
+            // Never below what other workloads use, even if released twice.
+            let (shares, memory_mib, cores) = dev.used_elsewhere;
+            used.shares = used.shares.saturating_sub(u.shares).max(shares);
+            used.memory_mib = used.memory_mib.saturating_sub(u.memory_mib).max(memory_mib);
+            used.cores = used.cores.saturating_sub(u.cores).max(cores);
+            if u.exclusive {
+                used.exclusive = false;
             }
         }
     }
@@ -636,18 +652,24 @@ impl SharedPool {
         }
     }
 
-    /// Writes `state` (or removes the file when nobody holds anything), then unlocks.
-    fn store(&self, mut file: std::fs::File, state: &SharedState) -> std::io::Result<()> {
-        use std::io::{Seek, Write};
+    /// Writes `state` (or removes the file when nobody holds anything), then unlocks by
+    /// dropping `locked`. The new state goes to a temporary file renamed over the old one, so
+    /// a process killed meanwhile leaves the old state whole; waiters holding the old file
+    /// see it replaced and open the new one.
+    fn store(&self, locked: std::fs::File, state: &SharedState) -> std::io::Result<()> {
         if state.holders.is_empty() {
             std::fs::remove_file(&self.path)?;
+            drop(locked);
             return Ok(());
         }
         let text = serde_json::to_string(state).map_err(std::io::Error::other)?;
-        file.set_len(0)?;
-        file.seek(std::io::SeekFrom::Start(0))?;
-        file.write_all(text.as_bytes())?;
-        file.flush()
+        let mut tmp = self.path.clone().into_os_string();
+        tmp.push(format!(".{}.tmp", std::process::id()));
+        let tmp = std::path::PathBuf::from(tmp);
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, &self.path)?;
+        drop(locked);
+        Ok(())
     }
 
     /// As [`DevicePool::try_reserve`], against what every live process holds.
@@ -670,6 +692,10 @@ impl SharedPool {
             self.store(file, &state)?;
             return Ok(None);
         };
+        if r.taken.is_empty() {
+            self.store(file, &state)?;
+            return Ok(Some(r));
+        }
         r.token = next_token();
         state.holders.push(Holder {
             pid: std::process::id(),
@@ -882,6 +908,55 @@ mod tests {
     }
 
     #[test]
+    fn whole_node_at_least_skips_small_nodes() {
+        let mut p = pool(&[("small", 2), ("big", 4)]);
+        let d = [Demand::whole_node("gpu").at_least(3)];
+        assert_eq!(
+            d[0].to_string(),
+            "every gpu device of one node with at least 3"
+        );
+        assert_eq!(p.try_reserve(&d).unwrap().node("gpu"), Some("big"));
+        assert!(pool(&[("small", 2)]).can_ever_hold(&d).is_err());
+    }
+
+    #[test]
+    fn releasing_twice_keeps_what_others_use() {
+        let mut p = DevicePool::new(vec![
+            PoolDevice::new("gpu", "a", "a0", 1000)
+                .shares(4)
+                .used_elsewhere(1, 500, 0),
+        ]);
+        let r = p
+            .try_reserve(&[Demand::devices("gpu", 1).memory_mib(500)])
+            .unwrap();
+        p.release(&r);
+        p.release(&r);
+        assert!(p.is_idle());
+        assert!(
+            p.try_reserve(&[Demand::devices("gpu", 1).memory_mib(501)])
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn huge_demands_do_not_overflow() {
+        let mut p = pool(&[("a", 1)]);
+        assert!(
+            p.try_reserve(&[Demand::devices("gpu", 1)
+                .memory_mib(u64::MAX)
+                .cores(u32::MAX)])
+                .is_none()
+        );
+        let _ = p
+            .try_reserve(&[Demand::devices("gpu", 1).memory_mib(1)])
+            .unwrap();
+        assert!(
+            p.try_reserve(&[Demand::devices("gpu", 1).memory_mib(u64::MAX)])
+                .is_none()
+        );
+    }
+
+    #[test]
     fn reservations_are_all_or_nothing() {
         let mut p = pool(&[("a", 2)]);
         let both = [
@@ -951,6 +1026,13 @@ mod tests {
             shared.release(&r).unwrap();
             assert!(!path.exists());
         }
+        // A reservation of nothing leaves no holder (and no file) behind.
+        let nothing = shared
+            .try_reserve(&[Demand::devices("gpu", 0)])
+            .unwrap()
+            .unwrap();
+        assert!(nothing.is_empty());
+        assert!(!path.exists());
         std::fs::write(&path, "{not json").unwrap();
         let e = shared.try_reserve(&d).unwrap_err().to_string();
         assert!(e.starts_with("malformed admission file `"), "{e}");

@@ -80,8 +80,9 @@ impl Context {
 
     /// The devices admission handed this scenario, one list per
     /// [`Demand`](crate::Demand) it declared (empty without demands). Pin pods to
-    /// [`Reservation::node`](crate::Reservation::node): other scenarios running meanwhile
-    /// hold other devices.
+    /// [`Reservation::node`](crate::Reservation::node): with admission on (the default),
+    /// other scenarios running meanwhile hold other devices; with `--admission off` these
+    /// are the devices it would get with nothing else running.
     pub fn devices(&self) -> &crate::admission::Reservation {
         &self.shared.devices
     }

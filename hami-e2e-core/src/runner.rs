@@ -772,12 +772,19 @@ async fn run_iteration(
     to_run: &[Arc<dyn Scenario>],
     iteration: u32,
 ) -> Vec<ScenarioReport> {
-    let slots = Arc::new(Slots(Mutex::new(vec![false; config.parallel])));
-    let failed = Arc::new(AtomicBool::new(false));
+    /// What the dispatcher keeps of a started scenario, so that its slot and devices come
+    /// back even if its task fails outside the body.
+    struct Started {
+        scenario: Arc<dyn Scenario>,
+        reservation: Arc<crate::admission::Reservation>,
+        slot: usize,
+    }
+    let slots = Slots(Mutex::new(vec![false; config.parallel]));
+    let mut failed = false;
     let mut set = JoinSet::new();
+    let mut started: std::collections::HashMap<tokio::task::Id, Started> = Default::default();
     let mut reports = Vec::new();
     let mut pool = None;
-    let mut running = 0;
     let now = Instant::now();
     let mut pending: std::collections::VecDeque<Pending> = to_run
         .iter()
@@ -786,16 +793,17 @@ async fn run_iteration(
             since: now,
         })
         .collect();
-    let finish_unrun = |s: &Arc<dyn Scenario>, outcome: Outcome| {
+    let finish_unrun = |s: &Arc<dyn Scenario>, outcome: Outcome, failed: &mut bool| {
         let mut r = static_report(s.as_ref(), outcome);
         r.iteration = iteration;
+        *failed |= r.outcome.is_failed();
         run.events.emit(EventKind::ScenarioFinished(r.clone()));
         r
     };
     loop {
         let stop = if run.cancel.is_cancelled() {
             Some("not run: the run was cancelled")
-        } else if config.fail_fast && failed.load(Ordering::Relaxed) {
+        } else if config.fail_fast && failed {
             Some("not run: --fail-fast after a failure")
         } else {
             None
@@ -805,58 +813,55 @@ async fn run_iteration(
                 let outcome = Outcome::Skipped {
                     reason: reason.to_string(),
                 };
-                reports.push(finish_unrun(&p.scenario, outcome));
+                reports.push(finish_unrun(&p.scenario, outcome, &mut failed));
             }
         }
         // Start what may start, first come first served among those that fit.
         let mut i = 0;
-        while running < config.parallel && i < pending.len() {
+        while started.len() < config.parallel && i < pending.len() {
+            if config.fail_fast && failed {
+                break;
+            }
             match admit(run, config, probe, &mut pool, pending[i].scenario.as_ref()).await {
                 Admit::Wait => i += 1,
                 Admit::Never(outcome) => {
                     if let Some(p) = pending.remove(i) {
-                        reports.push(finish_unrun(&p.scenario, outcome));
+                        reports.push(finish_unrun(&p.scenario, outcome, &mut failed));
                     }
                 }
                 Admit::Start(reservation) => {
                     let Some(p) = pending.remove(i) else { break };
-                    running += 1;
-                    let (run, config, probe, slots, failed) = (
-                        run.clone(),
-                        config.clone(),
-                        probe.clone(),
-                        slots.clone(),
-                        failed.clone(),
-                    );
+                    let reservation = Arc::new(reservation);
+                    let slot = slots.take();
+                    let (run, config, probe) = (run.clone(), config.clone(), probe.clone());
                     let queued = p.since.elapsed();
-                    set.spawn(async move {
-                        let reservation = Arc::new(reservation);
-                        let slot = slots.take();
-                        let mut report = run_scenario(
-                            &run,
-                            &config,
-                            &probe,
-                            p.scenario,
-                            iteration,
-                            slot,
-                            reservation.clone(),
-                        )
-                        .await;
+                    let (scenario, devices) = (p.scenario.clone(), reservation.clone());
+                    let handle = set.spawn(async move {
+                        let mut report =
+                            run_scenario(&run, &config, &probe, scenario, iteration, slot, devices)
+                                .await;
                         report.queued = queued;
-                        slots.give(slot);
-                        if report.outcome.is_failed() {
-                            failed.store(true, Ordering::Relaxed);
-                        }
-                        (report, reservation)
+                        report
                     });
+                    started.insert(
+                        handle.id(),
+                        Started {
+                            scenario: p.scenario,
+                            reservation,
+                            slot,
+                        },
+                    );
                 }
             }
         }
         // Other processes release shared devices: look again now and then.
         let poll = matches!(pool, Some(Pool::Shared(_))) && !pending.is_empty();
-        if running == 0 && !poll {
+        if started.is_empty() && !poll {
             if pending.is_empty() {
                 break;
+            }
+            if config.fail_fast && failed {
+                continue;
             }
             // Nothing runs, so every device is free, and what is pending fits (it passed
             // `can_ever_hold`): unreachable unless the bookkeeping is wrong. Never hang.
@@ -865,24 +870,41 @@ async fn run_iteration(
                     reason: FailureReason::Error,
                     message: "admission could not place its demand on idle devices".into(),
                 };
-                reports.push(finish_unrun(&p.scenario, outcome));
+                reports.push(finish_unrun(&p.scenario, outcome, &mut failed));
             }
             continue;
         }
         tokio::select! {
             biased;
-            joined = set.join_next(), if running > 0 => {
-                running -= 1;
-                match joined {
-                    Some(Ok((report, reservation))) => {
-                        if let Some(pool) = pool.as_mut() {
-                            pool.release(&reservation);
-                        }
-                        reports.push(report);
+            joined = set.join_next_with_id(), if !started.is_empty() => {
+                let (id, report) = match joined {
+                    Some(Ok((id, report))) => (id, Some(report)),
+                    Some(Err(e)) => {
+                        tracing::error!("a scenario task failed outside its body: {e}");
+                        (e.id(), None)
                     }
-                    Some(Err(e)) => tracing::error!("a scenario task failed outside its body: {e}"),
-                    None => running = 0,
+                    None => continue,
+                };
+                let Some(s) = started.remove(&id) else { continue };
+                slots.give(s.slot);
+                if let Some(pool) = pool.as_mut() {
+                    pool.release(&s.reservation);
                 }
+                let report = match report {
+                    Some(r) => {
+                        failed |= r.outcome.is_failed();
+                        r
+                    }
+                    None => finish_unrun(
+                        &s.scenario,
+                        Outcome::Failed {
+                            reason: FailureReason::Panic,
+                            message: "its task failed outside the body (a panic in the runner or the scenario's methods)".into(),
+                        },
+                        &mut failed,
+                    ),
+                };
+                reports.push(report);
             }
             _ = run.cancel.cancelled(), if !pending.is_empty() => {}
             _ = tokio::time::sleep(Duration::from_millis(200)), if poll => {}

@@ -941,3 +941,78 @@ async fn runs_sharing_an_admission_file_never_share_a_device() {
     );
     assert!(!path.exists(), "the last release removed the file");
 }
+
+/// A scenario whose `timeout()` panics: its task fails outside the body.
+struct PanicsOutsideItsBody(Vec<hami_e2e_core::Demand>);
+
+impl hami_e2e_core::Scenario for PanicsOutsideItsBody {
+    fn name(&self) -> &str {
+        "a::panics-outside"
+    }
+    fn demands(&self) -> &[hami_e2e_core::Demand] {
+        &self.0
+    }
+    fn timeout(&self) -> Option<Duration> {
+        panic!("a broken scenario")
+    }
+    fn run(
+        &self,
+        _ctx: hami_e2e_core::Context,
+    ) -> futures::future::BoxFuture<'static, Result<(), Failure>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+#[tokio::test]
+async fn a_task_that_fails_outside_the_body_gives_its_devices_back_and_is_reported() {
+    use hami_e2e_core::{Demand, PoolDevice};
+    let whole = || Demand::devices("gpu", 1).exclusive();
+    let runner = Runner::new()
+        .probe(|_ctx| async {
+            Ok(Capabilities::default().with_device(PoolDevice::new("gpu", "a", "a0", 1)))
+        })
+        .scenario(PanicsOutsideItsBody(vec![whole()]))
+        .scenario(
+            scenario("b/after")
+                .demand(whole())
+                .run(|_| async { Ok(()) }),
+        );
+    let mut c = config();
+    c.parallel = 1;
+    let summary = tokio::time::timeout(Duration::from_secs(10), run(runner, c))
+        .await
+        .expect("no hang: the device came back");
+    assert!(matches!(
+        outcome(&summary, "a::panics-outside"),
+        Outcome::Failed {
+            reason: FailureReason::Panic,
+            ..
+        }
+    ));
+    assert!(outcome(&summary, "b::after").is_passed());
+}
+
+#[tokio::test]
+async fn fail_fast_counts_demands_that_fail_before_running() {
+    use hami_e2e_core::Demand;
+    let runner = Runner::new()
+        .probe(|_ctx| async { Ok(Capabilities::default()) })
+        .scenario(
+            scenario("a/needs-a-gpu")
+                .demand(Demand::devices("gpu", 1))
+                .run(|_| async { Ok(()) }),
+        )
+        .scenario(scenario("b/next").run(|_| async { Ok(()) }));
+    let mut c = config();
+    c.require = true;
+    c.fail_fast = true;
+    c.parallel = 1;
+    let summary = run(runner, c).await;
+    assert!(outcome(&summary, "a::needs-a-gpu").is_failed());
+    assert_eq!(
+        outcome(&summary, "b::next"),
+        &Outcome::Skipped {
+            reason: "not run: --fail-fast after a failure".into()
+        }
+    );
+}

@@ -85,24 +85,21 @@ impl DeviceInventory {
     /// Adds what `pods` use of the devices, from the allocation annotations HAMi writes
     /// (each backend's `*-devices-allocated`, else `*-devices-to-allocate`), so that
     /// admission on a shared cluster hands out only what is free. Pods that ended
-    /// (`Succeeded`, `Failed`) or are being deleted hold nothing; pods labelled
-    /// `app.kubernetes.io/managed-by=hami-e2e` are skipped (runs account for their own).
+    /// (`Succeeded`, `Failed`) or are being deleted hold nothing, and pods for which `ours`
+    /// is true are skipped: the run accounts for those through admission (the suite passes
+    /// "labelled with this run", or on its own local cluster "labelled
+    /// `app.kubernetes.io/managed-by=hami-e2e`", whose processes share one admission file).
     /// Returns the annotations that do not parse, one error per pod and backend.
     pub fn add_pod_usage(
         &mut self,
         registry: &DeviceRegistry,
         pods: &[k8s_openapi::api::core::v1::Pod],
+        ours: impl Fn(&k8s_openapi::api::core::v1::Pod) -> bool,
     ) -> Vec<Error> {
         let mut errors = Vec::new();
         for pod in pods {
             let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
-            let ours = pod
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get("app.kubernetes.io/managed-by"))
-                .is_some_and(|v| v == "hami-e2e");
-            if ours
+            if ours(pod)
                 || matches!(phase, Some("Succeeded" | "Failed"))
                 || pod.metadata.deletion_timestamp.is_some()
             {
@@ -135,9 +132,9 @@ impl DeviceInventory {
                         .used
                         .entry((backend.vendor().to_owned(), device.id.clone()))
                         .or_default();
-                    used.0 += 1;
-                    used.1 += device.memory_mib;
-                    used.2 += device.cores;
+                    used.0 = used.0.saturating_add(1);
+                    used.1 = used.1.saturating_add(device.memory_mib);
+                    used.2 = used.2.saturating_add(device.cores);
                 }
             }
         }
@@ -350,7 +347,12 @@ mod tests {
             pod("ours", "Running", true),
             bad,
         ];
-        let errors = inventory.add_pod_usage(&registry, &pods);
+        let errors = inventory.add_pod_usage(&registry, &pods, |p| {
+            p.metadata
+                .labels
+                .as_ref()
+                .is_some_and(|l| l.contains_key("app.kubernetes.io/managed-by"))
+        });
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert_eq!(
             inventory.used[&("nvidia".to_string(), id.clone())],

@@ -21,7 +21,8 @@ fn main() -> std::process::ExitCode {
     let rounds: u32 = std::env::var("HAMI_E2E_BENCH_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(1);
+        .unwrap_or(1)
+        .max(1);
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
     let mut rows = Vec::new();
     for round in 1..=rounds {

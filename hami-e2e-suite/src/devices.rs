@@ -244,6 +244,35 @@ fn whole_devices(vendor: String) -> impl Scenario {
     })
 }
 
+/// Needs a node with at least `count` devices of `vendor` that are not shared (split count
+/// 1): there Kubernetes' count of the resource is the device count, with or without HAMi.
+/// On the local cluster the pool registers its devices with split count 1 and Kubernetes
+/// counts them (HAMi's model of Cambricon cards, shared 100 ways, does not apply there).
+fn unshared_node(vendor: &str, count: usize) -> Requirement {
+    let v = vendor.to_string();
+    Requirement::custom(
+        format!("a node of {count} unshared {vendor} devices"),
+        move |caps| {
+            if caps.flags.contains(LOCAL_CLUSTER) {
+                return Ok(());
+            }
+            let mut per_node: std::collections::BTreeMap<&str, (usize, bool)> = Default::default();
+            for d in caps.devices.iter().filter(|d| d.kind == v) {
+                let e = per_node.entry(&d.node).or_insert((0, true));
+                e.0 += 1;
+                e.1 &= d.shares == 1;
+            }
+            if per_node.values().any(|(n, whole)| *n >= count && *whole) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "needs a node of {count} unshared {v} devices (split count 1); none here"
+                ))
+            }
+        },
+    )
+}
+
 /// `devices::<vendor>::node-capacity`: on a node whose every device it holds (N of them),
 /// a pod asking for N-1 runs, one asking for 2 more is refused by the scheduler, one asking
 /// for the last device runs, and the refused one runs once the first is deleted: the
@@ -258,7 +287,8 @@ fn node_capacity(vendor: String) -> impl Scenario {
         "devices".into(),
         "capacity".into(),
     ])
-    .demand(Demand::whole_node(vendor.clone()))
+    .requires(unshared_node(&vendor, 3))
+    .demand(Demand::whole_node(vendor.clone()).at_least(3))
     .run(move |ctx| {
         let vendor = vendor.clone();
         async move {
@@ -268,8 +298,8 @@ fn node_capacity(vendor: String) -> impl Scenario {
             free_devices_at_the_end(&ctx, &ns);
             let (node, n) = reserved(&ctx, &vendor)?;
             ensure!(
-                n >= 2,
-                "needs a node with at least 2 {vendor} devices, has {n}"
+                n >= 3,
+                "needs a node with at least 3 {vendor} devices, has {n}"
             );
             run_on(&ctx, &ns, backend, "most", &node, n - 1).await?;
             let refused = device_pod(backend, "two-more", &node, 2)?;

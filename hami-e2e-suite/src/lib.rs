@@ -201,17 +201,53 @@ impl Suite {
                     let nodes = kube::Api::<Node>::all(cluster.client())
                         .list(&Default::default())
                         .await?;
-                    let (mut inventory, errors) =
-                        DeviceInventory::from_nodes(&registry, &nodes.items);
+                    // On a local cluster, the pool's nodes only: not the short-lived
+                    // nodes of `fake-node` scenarios (of this process or another's).
+                    let local = cluster.is_local();
+                    let nodes: Vec<Node> = nodes
+                        .items
+                        .into_iter()
+                        .filter(|n| {
+                            !local
+                                || n.metadata
+                                    .labels
+                                    .as_ref()
+                                    .is_some_and(|l| l.contains_key(FAKE_DEVICES_LABEL))
+                        })
+                        .collect();
+                    let (mut inventory, errors) = DeviceInventory::from_nodes(&registry, &nodes);
                     for e in errors {
                         tracing::warn!(error = %e, "a node's device data does not parse");
                     }
                     // What other workloads hold is not handed out (a shared cluster).
-                    let pods = kube::Api::<Pod>::all(cluster.client())
+                    match kube::Api::<Pod>::all(cluster.client())
                         .list(&Default::default())
-                        .await?;
-                    for e in inventory.add_pod_usage(&registry, &pods.items) {
-                        tracing::warn!(error = %e, "a pod's device allocation does not parse");
+                        .await
+                    {
+                        Ok(pods) => {
+                            let run = hami_e2e_k8s::label_value(ctx.run_id());
+                            let ours = |p: &Pod| {
+                                let labels = p.metadata.labels.as_ref();
+                                if local {
+                                    // Only hami-e2e runs use a local cluster, and the
+                                    // processes sharing one share an admission file.
+                                    labels.is_some_and(|l| {
+                                        l.get(hami_e2e_k8s::MANAGED_BY_LABEL).map(String::as_str)
+                                            == Some(hami_e2e_k8s::MANAGED_BY)
+                                    })
+                                } else {
+                                    labels.and_then(|l| l.get(hami_e2e_k8s::RUN_LABEL))
+                                        == Some(&run)
+                                }
+                            };
+                            for e in inventory.add_pod_usage(&registry, &pods.items, ours) {
+                                tracing::warn!(error = %e, "a pod's device allocation does not parse");
+                            }
+                        }
+                        Err(e) => tracing::warn!(
+                            error = %e,
+                            "cannot list pods: devices other workloads use are not known, so admission may hand them out"
+                        ),
                     }
                     // Devices on a cluster that is not a local one are real ones.
                     let caps = inventory.record(caps, !cluster.is_local());

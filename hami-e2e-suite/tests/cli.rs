@@ -102,7 +102,7 @@ async fn run_list_and_sweep_against_a_users_cluster() {
     );
     // A whole node: one GPU is another team's, so never; skipped with the reason.
     assert!(
-        out.contains("test devices::nvidia::node-capacity ... ignored, needs every nvidia device of one node; the cluster has 4 nvidia devices, at most 4 on one node (1 partly or wholly used by other workloads)"),
+        out.contains("test devices::nvidia::node-capacity ... ignored, needs every nvidia device of one node with at least 3; the cluster has 4 nvidia devices, at most 4 on one node (1 partly or wholly used by other workloads)"),
         "{out}"
     );
     assert!(

@@ -237,7 +237,6 @@ impl Process {
         let _ = child.wait();
         tracing::debug!(component = self.name, pid, "stopped");
     }
-
 }
 
 impl Drop for Process {
