@@ -203,18 +203,107 @@ async fn supervise(dir: &Path, options: LocalClusterOptions, idle: Duration) -> 
     let tmp = dir.join("kubeconfig.tmp");
     std::fs::copy(cluster.kubeconfig(), &tmp).map_err(io("copy the kubeconfig to", &tmp))?;
     std::fs::rename(&tmp, dir.join("kubeconfig")).map_err(io("publish", &tmp))?;
+    let fresh = || {
+        newest_hold(dir)
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age < idle)
+    };
+    // Idle means no hold renewed for `idle`: also when no hold file exists at all, which
+    // happens for a moment between two scenario processes (the last one removed its hold,
+    // the next has not written its own yet).
+    let mut last_held = Instant::now();
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let fresh = newest_hold(dir)
-            .and_then(|t| t.elapsed().ok())
-            .is_some_and(|age| age < idle);
-        if !fresh {
-            break;
+        if fresh() {
+            last_held = Instant::now();
+            continue;
         }
+        if last_held.elapsed() < idle {
+            continue;
+        }
+        // Decide under the attachers' lock: a process attaching now has written its hold
+        // before it looks for the kubeconfig, so either we see its hold and go on, or it
+        // sees the kubeconfig gone and starts a supervisor of its own.
+        let lock = lock_dir(dir)?;
+        if fresh() {
+            last_held = Instant::now();
+            continue;
+        }
+        let _ = std::fs::remove_file(dir.join("kubeconfig"));
+        let _ = std::fs::remove_file(dir.join("supervisor.pid"));
+        drop(lock);
+        break;
     }
     eprintln!("supervisor: no hold renewed for {idle:?}; stopping");
-    let _ = std::fs::remove_file(dir.join("kubeconfig"));
     let result = cluster.stop().await;
-    let _ = std::fs::remove_dir_all(dir);
+    // The folder goes, unless a new supervisor took it over meanwhile.
+    let lock = lock_dir(dir)?;
+    if !dir.join("supervisor.pid").exists() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    drop(lock);
     result
+}
+
+/// Takes the lock of a shared cluster's folder (blocking: the supervisor has nothing else
+/// to do meanwhile).
+fn lock_dir(dir: &Path) -> Result<std::fs::File> {
+    let lock_path = dir.join("lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io("open lock file", &lock_path))?;
+    lock.lock().map_err(io("lock", &lock_path))?;
+    Ok(lock)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Between two scenario processes there is a moment with no hold file at all; the
+    /// supervisor keeps the cluster through it, and stops `idle` after the last hold.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_supervisor_outlasts_a_gap_between_processes_and_stops_when_idle() {
+        let dir = std::env::temp_dir()
+            .join("hami-e2e-shared-test")
+            .join(std::process::id().to_string());
+        std::fs::create_dir_all(dir.join("holds")).unwrap();
+        std::fs::write(dir.join("supervisor.pid"), std::process::id().to_string()).unwrap();
+        let idle = Duration::from_secs(3);
+        let task = tokio::spawn({
+            let dir = dir.clone();
+            async move { supervise(&dir, LocalClusterOptions::default(), idle).await }
+        });
+        let kubeconfig = dir.join("kubeconfig");
+        let started = Instant::now();
+        while !kubeconfig.is_file() {
+            assert!(
+                started.elapsed() < Duration::from_secs(600),
+                "never published"
+            );
+            assert!(
+                !task.is_finished(),
+                "the supervisor ended: {:?}",
+                task.await
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let hold = dir.join("holds").join("1");
+        for _ in 0..2 {
+            touch(&hold).unwrap();
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            std::fs::remove_file(&hold).unwrap();
+            // No hold file for 1.5 s: shorter than `idle`, the cluster stays.
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            assert!(kubeconfig.is_file(), "stopped in a gap between processes");
+        }
+        let ended = tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .expect("stopped once idle");
+        ended.unwrap().unwrap();
+        assert!(!dir.exists(), "the folder is removed");
+    }
 }
