@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use hami_e2e_core::{
-    Context, Demand, Failure, Fixture, FixtureContext, Requirement, Scenario, Scope, ensure,
-    scenario,
+    Context, Demand, Failure, Fixture, FixtureContext, FnScenario, Requirement, Scenario, Scope,
+    ensure, scenario,
 };
 use hami_e2e_devices::{
     DeviceBackend, DeviceInventory, DeviceRegistry, DeviceRequest, FakeDevices, devices_on_one_node,
@@ -142,32 +142,22 @@ impl Fixture for DevicePoolFixture {
 /// How long the capacity scenarios wait for a pod to run or be refused.
 const CAPACITY_WAIT: Duration = Duration::from_secs(30);
 
-/// A pod that sleeps on `node`, asking for `count` whole devices of `backend`.
-fn device_pod(
-    backend: &dyn DeviceBackend,
-    name: &str,
-    node: &str,
-    count: u32,
-) -> Result<Pod, Failure> {
+/// A pod that sleeps, asking for `count` whole devices of `backend`.
+fn device_pod(backend: &dyn DeviceBackend, name: &str, count: u32) -> Result<PodBuilder, Failure> {
     let resources = backend.container_resources(&DeviceRequest::devices(count))?;
-    let mut pod = PodBuilder::new(name)
-        .command(["sleep", "3600"])
-        .node_selector("kubernetes.io/hostname", node);
+    let mut pod = PodBuilder::new(name).command(["sleep", "3600"]);
     for (k, v) in resources.limits.unwrap_or_default() {
         pod = pod.limit(k, v.0);
     }
-    Ok(pod.build())
+    Ok(pod)
 }
 
-/// The node admission reserved for `vendor`, and how many devices of it.
-fn reserved(ctx: &Context, vendor: &str) -> Result<(String, u32), Failure> {
-    let devices = ctx.devices();
-    let node = devices
-        .node(vendor)
-        .ok_or_else(|| Failure::msg(format!("admission reserved no {vendor} device")))?
-        .to_string();
-    let count = devices.all_devices().filter(|d| d.kind == vendor).count();
-    Ok((node, u32::try_from(count).unwrap_or(u32::MAX)))
+/// Waits until pod `name` runs, and checks that it runs on `node`.
+async fn running_on(ns: &TestNamespace, name: &str, node: &str) -> Result<(), Failure> {
+    let pod = wait::pod_running(&ns.api(), name, CAPACITY_WAIT).await?;
+    let on = pod.spec.and_then(|s| s.node_name).unwrap_or_default();
+    ensure!(on == node, "pod {name} runs on `{on}`, not on `{node}`");
+    Ok(())
 }
 
 /// Registers a cleanup that deletes the namespace's pods and waits until they are gone:
@@ -195,53 +185,97 @@ fn free_devices_at_the_end(ctx: &Context, ns: &TestNamespace) {
     );
 }
 
-/// Creates pod `name` asking for `count` devices on `node`, and waits until it runs there.
-async fn run_on(
-    ctx: &Context,
-    ns: &TestNamespace,
-    backend: &dyn DeviceBackend,
-    name: &str,
-    node: &str,
+/// What a capacity scenario's body works with: its namespace, and the node and number of
+/// devices admission reserved for it.
+struct Capacity {
+    ctx: Context,
+    registry: Arc<DeviceRegistry>,
+    vendor: String,
+    ns: Arc<TestNamespace>,
+    node: String,
     count: u32,
-) -> Result<(), Failure> {
-    let pod = device_pod(backend, name, node, count)?;
-    ctx.step(
-        format!("pod {name} asks for {count} on {node} and runs"),
-        async {
-            ns.apply(&pod).await?;
-            let pod = wait::pod_running(&ns.api(), name, CAPACITY_WAIT).await?;
-            let on = pod.spec.and_then(|s| s.node_name).unwrap_or_default();
-            ensure!(on == node, "pod {name} runs on `{on}`, not on `{node}`");
-            Ok::<_, Failure>(())
-        },
-    )
-    .await
+}
+
+impl Capacity {
+    fn backend(&self) -> Result<&dyn DeviceBackend, Failure> {
+        Ok(self.registry.get(&self.vendor)?)
+    }
+
+    /// Creates pod `name` asking for `count` devices on the reserved node, and waits until
+    /// it runs there.
+    async fn run_pod(&self, name: &str, count: u32) -> Result<(), Failure> {
+        let pod = device_pod(self.backend()?, name, count)?
+            .node_selector("kubernetes.io/hostname", &self.node)
+            .build();
+        self.ctx
+            .step(
+                format!("pod {name} asks for {count} on {} and runs", self.node),
+                async {
+                    self.ns.apply(&pod).await?;
+                    running_on(&self.ns, name, &self.node).await
+                },
+            )
+            .await
+    }
+}
+
+/// A scenario `devices::<vendor>::<name>` holding `demand`: its body gets a [`Capacity`],
+/// and its pods are gone (their devices free) before admission hands the devices on.
+fn capacity_scenario<F, Fut>(
+    vendor: String,
+    name: &str,
+    demand: Demand,
+    requires: Vec<Requirement>,
+    body: F,
+) -> FnScenario
+where
+    F: Fn(Capacity) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<(), Failure>> + Send + 'static,
+{
+    let slug = hami_e2e_core::slug(&vendor);
+    let mut builder = scenario(format!("devices::{slug}::{name}"))
+        .labels([slug, "devices".into(), "capacity".into()])
+        .demand(demand);
+    for r in requires {
+        builder = builder.requires(r);
+    }
+    builder.run(move |ctx| {
+        let (vendor, body) = (vendor.clone(), body.clone());
+        async move {
+            let registry = ctx.fixture::<DevicesFixture>().await?;
+            let ns = ctx.fixture::<NamespaceFixture>().await?;
+            free_devices_at_the_end(&ctx, &ns);
+            let devices = ctx.devices();
+            let node = devices
+                .node(&vendor)
+                .ok_or_else(|| Failure::msg(format!("admission reserved no {vendor} device")))?
+                .to_string();
+            let count = devices.all_devices().filter(|d| d.kind == vendor).count();
+            let count = u32::try_from(count).unwrap_or(u32::MAX);
+            body(Capacity {
+                ctx,
+                registry: Arc::clone(&*registry),
+                vendor,
+                ns,
+                node,
+                count,
+            })
+            .await
+        }
+    })
 }
 
 /// `devices::<vendor>::whole-devices`: a pod asking for two whole devices runs on the node
 /// that holds them.
-fn whole_devices(vendor: String) -> impl Scenario {
-    scenario(format!(
-        "devices::{}::whole-devices",
-        hami_e2e_core::slug(&vendor)
-    ))
-    .labels([
-        hami_e2e_core::slug(&vendor),
-        "devices".into(),
-        "capacity".into(),
-    ])
-    .demand(Demand::devices(vendor.clone(), 2).exclusive())
-    .run(move |ctx| {
-        let vendor = vendor.clone();
-        async move {
-            let registry = ctx.fixture::<DevicesFixture>().await?;
-            let backend = registry.get(&vendor)?;
-            let ns = ctx.fixture::<NamespaceFixture>().await?;
-            free_devices_at_the_end(&ctx, &ns);
-            let (node, _) = reserved(&ctx, &vendor)?;
-            run_on(&ctx, &ns, backend, "two", &node, 2).await
-        }
-    })
+fn whole_devices(vendor: String) -> FnScenario {
+    let demand = Demand::devices(vendor.clone(), 2).exclusive();
+    capacity_scenario(
+        vendor,
+        "whole-devices",
+        demand,
+        Vec::new(),
+        |c| async move { c.run_pod("two", 2).await },
+    )
 }
 
 /// Needs a node with at least `count` devices of `vendor` that are not shared (split count
@@ -277,37 +311,26 @@ fn unshared_node(vendor: &str, count: usize) -> Requirement {
 /// a pod asking for N-1 runs, one asking for 2 more is refused by the scheduler, one asking
 /// for the last device runs, and the refused one runs once the first is deleted: the
 /// node's devices are counted exactly.
-fn node_capacity(vendor: String) -> impl Scenario {
-    scenario(format!(
-        "devices::{}::node-capacity",
-        hami_e2e_core::slug(&vendor)
-    ))
-    .labels([
-        hami_e2e_core::slug(&vendor),
-        "devices".into(),
-        "capacity".into(),
-    ])
-    .requires(unshared_node(&vendor, 3))
-    .demand(Demand::whole_node(vendor.clone()).at_least(3))
-    .run(move |ctx| {
-        let vendor = vendor.clone();
-        async move {
-            let registry = ctx.fixture::<DevicesFixture>().await?;
-            let backend = registry.get(&vendor)?;
-            let ns = ctx.fixture::<NamespaceFixture>().await?;
-            free_devices_at_the_end(&ctx, &ns);
-            let (node, n) = reserved(&ctx, &vendor)?;
-            ensure!(
-                n >= 3,
-                "needs a node with at least 3 {vendor} devices, has {n}"
-            );
-            run_on(&ctx, &ns, backend, "most", &node, n - 1).await?;
-            let refused = device_pod(backend, "two-more", &node, 2)?;
-            ctx.step(
+fn node_capacity(vendor: String) -> FnScenario {
+    let demand = Demand::whole_node(vendor.clone()).at_least(3);
+    let requires = vec![unshared_node(&vendor, 3)];
+    capacity_scenario(vendor, "node-capacity", demand, requires, |c| async move {
+        let n = c.count;
+        ensure!(
+            n >= 3,
+            "needs a node with at least 3 {} devices, has {n}",
+            c.vendor
+        );
+        c.run_pod("most", n - 1).await?;
+        let refused = device_pod(c.backend()?, "two-more", 2)?
+            .node_selector("kubernetes.io/hostname", &c.node)
+            .build();
+        c.ctx
+            .step(
                 "pod two-more asks for 2 with 1 left and is refused",
                 async {
-                    ns.apply(&refused).await?;
-                    let u = wait::pod_unschedulable(&ns.api(), "two-more", CAPACITY_WAIT).await?;
+                    c.ns.apply(&refused).await?;
+                    let u = wait::pod_unschedulable(&c.ns.api(), "two-more", CAPACITY_WAIT).await?;
                     ensure!(
                         u.message.contains("Insufficient"),
                         "refused for another reason: {}",
@@ -317,68 +340,53 @@ fn node_capacity(vendor: String) -> impl Scenario {
                 },
             )
             .await?;
-            run_on(&ctx, &ns, backend, "last", &node, 1).await?;
-            ctx.step("delete pod most: two-more runs", async {
-                let pods = ns.api();
+        c.run_pod("last", 1).await?;
+        c.ctx
+            .step("delete pod most: two-more runs", async {
+                let pods: kube::Api<Pod> = c.ns.api();
                 pods.delete("most", &Default::default()).await?;
                 wait::deleted(&pods, "most", CAPACITY_WAIT).await?;
-                let pod = wait::pod_running(&pods, "two-more", CAPACITY_WAIT).await?;
-                let on = pod.spec.and_then(|s| s.node_name).unwrap_or_default();
-                ensure!(on == node, "two-more runs on `{on}`, not on `{node}`");
-                Ok::<_, Failure>(())
+                running_on(&c.ns, "two-more", &c.node).await
             })
             .await
-        }
     })
 }
 
 /// `devices::<vendor>::node-selector`: the node holding its device gets a label of the
 /// run's (through the node-change ledger, undone after the scenario, or by the reaper if the
 /// run is killed), and a pod selecting that label and asking for the device runs there.
-fn node_selector(vendor: String) -> impl Scenario {
-    scenario(format!(
-        "devices::{}::node-selector",
-        hami_e2e_core::slug(&vendor)
-    ))
-    .labels([
-        hami_e2e_core::slug(&vendor),
-        "devices".into(),
-        "capacity".into(),
-    ])
-    .demand(Demand::devices(vendor.clone(), 1).exclusive())
-    .run(move |ctx| {
-        let vendor = vendor.clone();
-        async move {
-            let registry = ctx.fixture::<DevicesFixture>().await?;
-            let backend = registry.get(&vendor)?;
-            let ns = ctx.fixture::<NamespaceFixture>().await?;
-            free_devices_at_the_end(&ctx, &ns);
-            let changes = ctx.fixture::<NodeChangesFixture>().await?;
-            let (node, _) = reserved(&ctx, &vendor)?;
-            let value = hami_e2e_k8s::label_value(&format!("{}-{}", ctx.run_id(), ctx.attempt()));
-            ctx.step(
-                format!("label node {node} {SELECTOR_LABEL}={value}"),
-                async { changes.set_label(&node, SELECTOR_LABEL, Some(&value)).await },
-            )
-            .await?;
-            let resources = backend.container_resources(&DeviceRequest::devices(1))?;
-            let mut pod = PodBuilder::new("selected")
-                .command(["sleep", "3600"])
-                .node_selector(SELECTOR_LABEL, &value);
-            for (k, v) in resources.limits.unwrap_or_default() {
-                pod = pod.limit(k, v.0);
-            }
-            let pod = pod.build();
-            ctx.step("a pod selecting the label runs on that node", async {
-                ns.apply(&pod).await?;
-                let pod = wait::pod_running(&ns.api(), "selected", CAPACITY_WAIT).await?;
-                let on = pod.spec.and_then(|s| s.node_name).unwrap_or_default();
-                ensure!(on == node, "pod selected runs on `{on}`, not on `{node}`");
-                Ok::<_, Failure>(())
-            })
-            .await
-        }
-    })
+fn node_selector(vendor: String) -> FnScenario {
+    let demand = Demand::devices(vendor.clone(), 1).exclusive();
+    capacity_scenario(
+        vendor,
+        "node-selector",
+        demand,
+        Vec::new(),
+        |c| async move {
+            let changes = c.ctx.fixture::<NodeChangesFixture>().await?;
+            let value =
+                hami_e2e_k8s::label_value(&format!("{}-{}", c.ctx.run_id(), c.ctx.attempt()));
+            c.ctx
+                .step(
+                    format!("label node {} {SELECTOR_LABEL}={value}", c.node),
+                    async {
+                        changes
+                            .set_label(&c.node, SELECTOR_LABEL, Some(&value))
+                            .await
+                    },
+                )
+                .await?;
+            let pod = device_pod(c.backend()?, "selected", 1)?
+                .node_selector(SELECTOR_LABEL, &value)
+                .build();
+            c.ctx
+                .step("a pod selecting the label runs on that node", async {
+                    c.ns.apply(&pod).await?;
+                    running_on(&c.ns, "selected", &c.node).await
+                })
+                .await
+        },
+    )
 }
 
 /// The label `devices::<vendor>::node-selector` puts on a node for the time of the scenario.
