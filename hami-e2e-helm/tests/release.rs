@@ -294,8 +294,8 @@ async fn the_fixture_installs_once_and_cleans_up_after_the_run() {
     let mut config = RunConfig::default();
     config.human_output = false;
     config.retries = 0;
-    config.artifacts =
-        std::env::temp_dir().join(format!("hami-e2e-helm-test-{}", std::process::id()));
+    config.artifacts = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("hami-e2e-helm-test-{}", std::process::id()));
     let conclusion = runner.run(config).await.unwrap();
     let summary = conclusion.summary().unwrap();
     assert!(summary.run_errors.is_empty(), "{:?}", summary.run_errors);

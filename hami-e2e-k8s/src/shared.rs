@@ -240,6 +240,10 @@ async fn supervise(dir: &Path, options: LocalClusterOptions, idle: Duration) -> 
     let lock = lock_dir(dir)?;
     if !dir.join("supervisor.pid").exists() {
         let _ = std::fs::remove_dir_all(dir);
+        // The parent (`hami-e2e-shared`) too, when no other run's folder is in it.
+        if let Some(parent) = dir.parent() {
+            let _ = std::fs::remove_dir(parent);
+        }
     }
     drop(lock);
     result
@@ -268,8 +272,8 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn the_supervisor_outlasts_a_gap_between_processes_and_stops_when_idle() {
         let dir = std::env::temp_dir()
-            .join("hami-e2e-shared-test")
-            .join(std::process::id().to_string());
+            .join(format!("hami-e2e-shared-test-{}", std::process::id()))
+            .join("run");
         std::fs::create_dir_all(dir.join("holds")).unwrap();
         std::fs::write(dir.join("supervisor.pid"), std::process::id().to_string()).unwrap();
         let idle = Duration::from_secs(3);
@@ -305,5 +309,6 @@ mod tests {
             .expect("stopped once idle");
         ended.unwrap().unwrap();
         assert!(!dir.exists(), "the folder is removed");
+        assert!(!dir.parent().unwrap().exists(), "and its empty parent");
     }
 }

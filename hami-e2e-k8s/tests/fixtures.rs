@@ -55,7 +55,9 @@ fn config(artifacts: &str) -> RunConfig {
     config.retries = 0;
     config.parallel = 8;
     config.timeout = Duration::from_secs(120);
-    config.artifacts = std::env::temp_dir().join(format!(
+    // Failed scenarios' artifacts stay in the target folder (Cargo's temporary folder for
+    // integration tests), not in the system's temp folder.
+    config.artifacts = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
         "hami-e2e-k8s-test-{}-{artifacts}",
         std::process::id()
     ));
