@@ -298,7 +298,8 @@ struct Use {
 /// The devices of a run and what running scenarios hold of them.
 #[derive(Debug, Clone, Default)]
 pub struct DevicePool {
-    devices: Vec<PoolDevice>,
+    /// Sorted, shared by clones (admission clones the pool to place demands alone).
+    devices: std::sync::Arc<[PoolDevice]>,
     used: Vec<Use>,
 }
 
@@ -316,7 +317,10 @@ impl DevicePool {
                 exclusive: false,
             })
             .collect();
-        DevicePool { devices, used }
+        DevicePool {
+            devices: devices.into(),
+            used,
+        }
     }
 
     /// The pool's devices.
@@ -328,7 +332,7 @@ impl DevicePool {
     pub fn is_idle(&self) -> bool {
         self.used
             .iter()
-            .zip(&self.devices)
+            .zip(self.devices.iter())
             .all(|(u, d)| (u.shares, u.memory_mib, u.cores) == d.used_elsewhere && !u.exclusive)
     }
 
@@ -383,7 +387,7 @@ impl DevicePool {
         }
         if d.whole_node {
             let mut per_node: BTreeMap<&str, (usize, Vec<usize>)> = BTreeMap::new();
-            for dev in &self.devices {
+            for dev in self.devices.iter() {
                 if dev.kind == d.kind {
                     per_node.entry(&dev.node).or_default().0 += 1;
                 }
@@ -424,18 +428,28 @@ impl DevicePool {
     /// reservation is all or nothing. Demands are placed one after the other, each on the
     /// node with the fewest free devices that suffice.
     pub fn try_reserve(&mut self, demands: &[Demand]) -> Option<Reservation> {
-        let mut trial = self.clone();
+        let before = self.used.clone();
+        let reserved = self.reserve_in_place(demands);
+        if reserved.is_none() {
+            self.used = before;
+        }
+        reserved
+    }
+
+    /// [`try_reserve`](Self::try_reserve) without the rollback: on `None`, part of the
+    /// demands may be applied.
+    fn reserve_in_place(&mut self, demands: &[Demand]) -> Option<Reservation> {
         let mut reservation = Reservation::default();
         let mut chosen: Vec<usize> = Vec::new();
         for d in demands {
-            let picked = trial.pick(d, &chosen)?;
+            let picked = self.pick(d, &chosen)?;
             let mut grant = Vec::with_capacity(picked.len());
             for i in picked {
-                let u = trial.take_of(i, d);
-                trial.apply(i, u);
+                let u = self.take_of(i, d);
+                self.apply(i, u);
                 reservation.taken.push((i, u));
                 chosen.push(i);
-                let dev = &trial.devices[i];
+                let dev = &self.devices[i];
                 grant.push(GrantedDevice {
                     kind: dev.kind.clone(),
                     node: dev.node.clone(),
@@ -444,7 +458,6 @@ impl DevicePool {
             }
             reservation.grants.push(grant);
         }
-        *self = trial;
         Some(reservation)
     }
 
@@ -468,8 +481,24 @@ impl DevicePool {
     /// Where `demands` would go with nothing else running (what `--admission off` hands
     /// out: every scenario believes it has the devices to itself).
     pub fn place_alone(&self, demands: &[Demand]) -> Option<Reservation> {
-        let mut empty = DevicePool::new(self.devices.clone());
-        empty.try_reserve(demands)
+        self.idle().reserve_in_place(demands)
+    }
+
+    /// The pool with no scenario holding anything (what other workloads use stays).
+    fn idle(&self) -> DevicePool {
+        DevicePool {
+            devices: std::sync::Arc::clone(&self.devices),
+            used: self
+                .devices
+                .iter()
+                .map(|d| Use {
+                    shares: d.used_elsewhere.0,
+                    memory_mib: d.used_elsewhere.1,
+                    cores: d.used_elsewhere.2,
+                    exclusive: false,
+                })
+                .collect(),
+        }
     }
 
     /// `Ok` when the devices could hold `demands` with nothing else running, else why not,
@@ -483,7 +512,7 @@ impl DevicePool {
         if self.place_alone(demands).is_some() {
             return Ok(());
         }
-        let mut empty = DevicePool::new(self.devices.clone());
+        let mut empty = self.idle();
         let mut chosen = Vec::new();
         for d in demands {
             match empty.pick(d, &chosen) {

@@ -818,12 +818,23 @@ async fn run_iteration(
         }
         // Start what may start, first come first served among those that fit.
         let mut i = 0;
+        // Demands found waiting in this pass: the same demands behind them wait too, without
+        // asking the pool again (a long queue costs one look per distinct demand).
+        let mut waiting: Vec<Vec<crate::admission::Demand>> = Vec::new();
         while started.len() < config.parallel && i < pending.len() {
             if config.fail_fast && failed {
                 break;
             }
+            let demands = pending[i].scenario.demands();
+            if !demands.is_empty() && waiting.iter().any(|w| w.as_slice() == demands) {
+                i += 1;
+                continue;
+            }
             match admit(run, config, probe, &mut pool, pending[i].scenario.as_ref()).await {
-                Admit::Wait => i += 1,
+                Admit::Wait => {
+                    waiting.push(pending[i].scenario.demands().to_vec());
+                    i += 1;
+                }
                 Admit::Never(outcome) => {
                     if let Some(p) = pending.remove(i) {
                         reports.push(finish_unrun(&p.scenario, outcome, &mut failed));
