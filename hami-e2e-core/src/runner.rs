@@ -665,6 +665,9 @@ impl Slots {
     }
 }
 
+/// How often a scenario waiting for its devices says so.
+const STILL_WAITING: Duration = Duration::from_secs(30);
+
 /// A scenario waiting to start, and since when.
 struct Pending {
     scenario: Arc<dyn Scenario>,
@@ -786,6 +789,7 @@ async fn run_iteration(
     let mut reports = Vec::new();
     let mut pool = None;
     let now = Instant::now();
+    let mut last_note = now;
     let mut pending: std::collections::VecDeque<Pending> = to_run
         .iter()
         .map(|s| Pending {
@@ -865,6 +869,29 @@ async fn run_iteration(
                 }
             }
         }
+        // A scenario that waits long for its devices says so, now and then.
+        if !waiting.is_empty() && last_note.elapsed() >= STILL_WAITING {
+            last_note = Instant::now();
+            for p in pending
+                .iter()
+                .filter(|p| !p.scenario.demands().is_empty())
+                .take(3)
+            {
+                let demands: Vec<String> = p
+                    .scenario
+                    .demands()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect();
+                tracing::info!(
+                    scenario = %p.scenario.name(),
+                    "still waiting for devices ({}) after {}; running: {}",
+                    demands.join(", "),
+                    format_duration(p.since.elapsed()),
+                    started.values().map(|s| s.scenario.name()).collect::<Vec<_>>().join(", ")
+                );
+            }
+        }
         // Other processes release shared devices: look again now and then.
         let poll = matches!(pool, Some(Pool::Shared(_))) && !pending.is_empty();
         if started.is_empty() && !poll {
@@ -919,6 +946,7 @@ async fn run_iteration(
             }
             _ = run.cancel.cancelled(), if !pending.is_empty() => {}
             _ = tokio::time::sleep(Duration::from_millis(200)), if poll => {}
+            _ = tokio::time::sleep(STILL_WAITING), if !waiting.is_empty() => {}
         }
     }
     reports
