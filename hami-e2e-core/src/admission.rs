@@ -295,6 +295,19 @@ struct Use {
     exclusive: bool,
 }
 
+impl Use {
+    /// What workloads outside the run use of `d`: where its usage starts.
+    fn elsewhere(d: &PoolDevice) -> Use {
+        let (shares, memory_mib, cores) = d.used_elsewhere;
+        Use {
+            shares,
+            memory_mib,
+            cores,
+            exclusive: false,
+        }
+    }
+}
+
 /// The devices of a run and what running scenarios hold of them.
 #[derive(Debug, Clone, Default)]
 pub struct DevicePool {
@@ -308,15 +321,7 @@ impl DevicePool {
     pub fn new(mut devices: Vec<PoolDevice>) -> Self {
         devices.sort();
         devices.dedup_by(|a, b| a.kind == b.kind && a.node == b.node && a.id == b.id);
-        let used = devices
-            .iter()
-            .map(|d| Use {
-                shares: d.used_elsewhere.0,
-                memory_mib: d.used_elsewhere.1,
-                cores: d.used_elsewhere.2,
-                exclusive: false,
-            })
-            .collect();
+        let used = devices.iter().map(Use::elsewhere).collect();
         DevicePool {
             devices: devices.into(),
             used,
@@ -488,16 +493,7 @@ impl DevicePool {
     fn idle(&self) -> DevicePool {
         DevicePool {
             devices: std::sync::Arc::clone(&self.devices),
-            used: self
-                .devices
-                .iter()
-                .map(|d| Use {
-                    shares: d.used_elsewhere.0,
-                    memory_mib: d.used_elsewhere.1,
-                    cores: d.used_elsewhere.2,
-                    exclusive: false,
-                })
-                .collect(),
+            used: self.devices.iter().map(Use::elsewhere).collect(),
         }
     }
 
