@@ -338,7 +338,7 @@ impl DevicePool {
         self.used
             .iter()
             .zip(self.devices.iter())
-            .all(|(u, d)| (u.shares, u.memory_mib, u.cores) == d.used_elsewhere && !u.exclusive)
+            .all(|(u, d)| *u == Use::elsewhere(d))
     }
 
     fn fits(&self, i: usize, d: &Demand) -> bool {
@@ -435,19 +435,19 @@ impl DevicePool {
     pub fn try_reserve(&mut self, demands: &[Demand]) -> Option<Reservation> {
         let before = self.used.clone();
         let reserved = self.reserve_in_place(demands);
-        if reserved.is_none() {
+        if reserved.is_err() {
             self.used = before;
         }
-        reserved
+        reserved.ok()
     }
 
-    /// [`try_reserve`](Self::try_reserve) without the rollback: on `None`, part of the
-    /// demands may be applied.
-    fn reserve_in_place(&mut self, demands: &[Demand]) -> Option<Reservation> {
+    /// [`try_reserve`](Self::try_reserve) without the rollback: on `Err` (the first demand
+    /// that did not fit), the demands before it stay applied.
+    fn reserve_in_place<'d>(&mut self, demands: &'d [Demand]) -> Result<Reservation, &'d Demand> {
         let mut reservation = Reservation::default();
         let mut chosen: Vec<usize> = Vec::new();
         for d in demands {
-            let picked = self.pick(d, &chosen)?;
+            let picked = self.pick(d, &chosen).ok_or(d)?;
             let mut grant = Vec::with_capacity(picked.len());
             for i in picked {
                 let u = self.take_of(i, d);
@@ -463,7 +463,7 @@ impl DevicePool {
             }
             reservation.grants.push(grant);
         }
-        Some(reservation)
+        Ok(reservation)
     }
 
     /// Gives back what `reservation` held.
@@ -486,7 +486,7 @@ impl DevicePool {
     /// Where `demands` would go with nothing else running (what `--admission off` hands
     /// out: every scenario believes it has the devices to itself).
     pub fn place_alone(&self, demands: &[Demand]) -> Option<Reservation> {
-        self.idle().reserve_in_place(demands)
+        self.idle().reserve_in_place(demands).ok()
     }
 
     /// The pool with no scenario holding anything (what other workloads use stays).
@@ -505,33 +505,13 @@ impl DevicePool {
     /// The reason, as a skip reason: `needs 3 nvidia devices on one node; the cluster has
     /// 2 nvidia devices, at most 2 on one node`.
     pub fn can_ever_hold(&self, demands: &[Demand]) -> Result<(), String> {
-        if self.place_alone(demands).is_some() {
-            return Ok(());
+        match self.idle().reserve_in_place(demands) {
+            Ok(_) => Ok(()),
+            Err(d) => Err(format!(
+                "needs {d}; the cluster has {}",
+                self.describe(&d.kind)
+            )),
         }
-        let mut empty = self.idle();
-        let mut chosen = Vec::new();
-        for d in demands {
-            match empty.pick(d, &chosen) {
-                Some(picked) => {
-                    for i in picked {
-                        let u = empty.take_of(i, d);
-                        empty.apply(i, u);
-                        chosen.push(i);
-                    }
-                }
-                None => {
-                    return Err(format!(
-                        "needs {d}; the cluster has {}",
-                        self.describe(&d.kind)
-                    ));
-                }
-            }
-        }
-        let all: Vec<String> = demands.iter().map(ToString::to_string).collect();
-        Err(format!(
-            "needs {} at once; the cluster's devices cannot hold them together",
-            all.join(" and ")
-        ))
     }
 
     fn describe(&self, kind: &str) -> String {
@@ -607,9 +587,16 @@ fn device_key(d: &PoolDevice) -> String {
     format!("{}/{}/{}", d.kind, d.node, d.id)
 }
 
-/// The start time of process `pid`, in clock ticks since boot (`None` off Linux or when
-/// it is gone).
-fn process_start(pid: u32) -> Option<u64> {
+/// The start time of process `pid`, in clock ticks since boot (field 22 of
+/// `/proc/<pid>/stat`; `None` off Linux or when it is gone): with the pid, it names one
+/// process, never a later one that reuses the pid. Shared by everything that records
+/// processes to check on them later (admission files, the local cluster's components).
+///
+/// ```
+/// let me = hami_e2e_core::admission::process_start_time(std::process::id());
+/// assert_eq!(me.is_some(), cfg!(target_os = "linux"));
+/// ```
+pub fn process_start_time(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command (which may hold spaces), starting at field 3.
     let rest = stat.rsplit_once(')')?.1;
@@ -620,7 +607,7 @@ fn is_alive(pid: u32, start: Option<u64>) -> bool {
     if !std::path::Path::new("/proc/self").exists() {
         return true; // no procfs: never drop a holder we cannot check
     }
-    match (process_start(pid), start) {
+    match (process_start_time(pid), start) {
         (Some(now), Some(then)) => now == then,
         (Some(_), None) => true,
         (None, _) => false,
@@ -724,7 +711,7 @@ impl SharedPool {
         r.token = next_token();
         state.holders.push(Holder {
             pid: std::process::id(),
-            start: process_start(std::process::id()),
+            start: process_start_time(std::process::id()),
             token: r.token,
             taken: r
                 .taken

@@ -659,7 +659,10 @@ impl LocalCluster {
             .iter()
             .filter_map(|(c, p)| {
                 let pid = p.pid()?;
-                Some(format!("{c} {pid} {}\n", process::start_time(pid)?))
+                Some(format!(
+                    "{c} {pid} {}\n",
+                    hami_e2e_core::admission::process_start_time(pid)?
+                ))
             })
             .collect();
         write(&self.dir.join(PIDS_FILE), &record)
@@ -1018,8 +1021,10 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let mut recorded = sleeper();
         let mut reused = sleeper();
-        let start = process::start_time(recorded.id()).expect("a start time");
-        let other = process::start_time(reused.id()).expect("a start time");
+        let start =
+            hami_e2e_core::admission::process_start_time(recorded.id()).expect("a start time");
+        let other =
+            hami_e2e_core::admission::process_start_time(reused.id()).expect("a start time");
         // The second line stands for a pid reused by another process: its start time differs.
         let text = format!(
             "etcd {} {start}\nkwok {} {}\nbroken line\n",

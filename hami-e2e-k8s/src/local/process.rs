@@ -9,6 +9,8 @@ use std::sync::OnceLock;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use hami_e2e_core::admission::process_start_time;
+
 use crate::error::{Error, Result};
 
 /// A component of the local cluster, running or stopped.
@@ -109,18 +111,10 @@ pub(crate) fn is_alive(pid: u32) -> bool {
     }
 }
 
-/// The start time of process `pid` (field 22 of `/proc/<pid>/stat`, clock ticks since
-/// boot): with the pid, it names one process, never a later one that reuses the pid.
-pub(crate) fn start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = stat.rsplit_once(')')?.1;
-    rest.split_whitespace().nth(19)?.parse().ok()
-}
-
 /// Stops the process group of `pid` (SIGKILL) if `pid` is still the process that started at
 /// `start`. Returns whether it was.
 pub(crate) fn kill_if_same(pid: u32, start: u64) -> bool {
-    if start_time(pid) != Some(start) || !is_alive(pid) {
+    if process_start_time(pid) != Some(start) || !is_alive(pid) {
         return false;
     }
     signal_group(pid, libc::SIGKILL);
