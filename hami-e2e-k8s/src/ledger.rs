@@ -209,6 +209,20 @@ pub struct ReapReport {
     pub restored: Vec<String>,
 }
 
+/// Every run's lease (ours: labelled with a run and managed by hami-e2e).
+pub(crate) async fn run_leases(client: &kube::Client) -> Result<Vec<Lease>> {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), LEASE_NAMESPACE);
+    let selector = format!("{MANAGED_BY_LABEL}={MANAGED_BY},{RUN_LABEL}");
+    let list = retry_transient("list run leases", || async {
+        leases
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(api_error("list", format!("leases labelled {selector}")))
+    })
+    .await?;
+    Ok(list.items)
+}
+
 /// Removes what runs whose lease expired left: the changes they recorded on nodes are
 /// undone (see [`node_changes`](crate::node_changes); nothing else on the nodes is
 /// touched), every object labelled with such a run (all listable resource types,
@@ -226,17 +240,9 @@ pub struct ReapReport {
 /// Cancel safe; what was deleted stays deleted, and a later reap finishes the job.
 pub async fn reap(client: &kube::Client) -> Result<ReapReport> {
     let leases: Api<Lease> = Api::namespaced(client.clone(), LEASE_NAMESPACE);
-    let selector = format!("{MANAGED_BY_LABEL}={MANAGED_BY},{RUN_LABEL}");
-    let list = retry_transient("list run leases", || async {
-        leases
-            .list(&ListParams::default().labels(&selector))
-            .await
-            .map_err(api_error("list", format!("leases labelled {selector}")))
-    })
-    .await?;
+    let list = run_leases(client).await?;
     let now = Timestamp::now();
     let dead: Vec<(String, String)> = list
-        .items
         .iter()
         .filter(|l| is_expired(l, now))
         .filter_map(|l| Some((l.name_any(), l.labels().get(RUN_LABEL)?.clone())))

@@ -51,7 +51,6 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use hami_e2e_core::{Failure, Fixture, FixtureContext, TeardownContext};
-use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::jiff::Timestamp;
 use kube::Api;
@@ -61,8 +60,8 @@ use serde_json::{Map, Value};
 
 use crate::cluster::ClusterFixture;
 use crate::error::{Error, Result};
-use crate::ledger::{LEASE_NAMESPACE, is_expired};
-use crate::namespace::{FIELD_MANAGER, MANAGED_BY, MANAGED_BY_LABEL, RUN_LABEL, label_value};
+use crate::ledger::is_expired;
+use crate::namespace::{FIELD_MANAGER, RUN_LABEL, label_value};
 use crate::retry::retry_transient;
 
 /// The prefix of the annotations that record a run's changes on a node.
@@ -528,23 +527,10 @@ pub(crate) async fn undo_abandoned(
     older_than: Duration,
     except_run: Option<&str>,
 ) -> Result<Vec<String>> {
-    let leases: Api<Lease> = Api::namespaced(client.clone(), LEASE_NAMESPACE);
-    let selector = format!("{MANAGED_BY_LABEL}={MANAGED_BY},{RUN_LABEL}");
-    let leases = retry_transient("list run leases", || async {
-        leases
-            .list(&ListParams::default().labels(&selector))
-            .await
-            .map_err(|source| Error::Api {
-                action: "list",
-                object: format!("leases labelled {selector}"),
-                source,
-            })
-    })
-    .await?;
+    let leases = crate::ledger::run_leases(client).await?;
     let now = Timestamp::now();
     // Run label value -> whether its lease expired.
     let expired: BTreeMap<String, bool> = leases
-        .items
         .iter()
         .filter_map(|l| {
             let run = l.metadata.labels.as_ref()?.get(RUN_LABEL)?;
