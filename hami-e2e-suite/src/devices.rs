@@ -7,7 +7,8 @@ use hami_e2e_core::{
     ensure, scenario,
 };
 use hami_e2e_devices::{
-    DeviceBackend, DeviceInventory, DeviceRegistry, DeviceRequest, FakeDevices, devices_on_one_node,
+    DeviceBackend, DeviceInventory, DeviceRegistry, DeviceRequest, FakeDevices, FakeNode,
+    devices_on_one_node,
 };
 use std::time::Duration;
 
@@ -106,16 +107,9 @@ impl Fixture for DevicePoolFixture {
             let name = Self::node_name(backend.vendor());
             let mut fake = FakeDevices::new(&name, POOL_DEVICES_PER_NODE, "E2E", 16384);
             fake.split = 1;
-            let devices = backend.fake_node(&fake)?;
-            let mut spec = NodeSpec::new(&name)
+            let spec = fake_node_spec(&name, &backend.fake_node(&fake)?)
                 .label(FAKE_DEVICES_LABEL, hami_e2e_core::slug(backend.vendor()))
                 .label("gpu", "on");
-            for (k, v) in &devices.annotations {
-                spec = spec.annotation(k, v);
-            }
-            for (k, v) in &devices.capacity {
-                spec = spec.capacity(k, &v.0);
-            }
             match nodes.create(&Default::default(), &spec.to_node()?).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(s)) if s.code == 409 => {}
@@ -137,6 +131,90 @@ impl Fixture for DevicePoolFixture {
         }
         Ok(names)
     }
+}
+
+/// A local cluster's node `name` that offers `devices` (a backend's
+/// [`fake_node`](DeviceBackend::fake_node)): its annotations, and its capacity and
+/// allocatable.
+///
+/// ```
+/// use hami_e2e_devices::{DeviceBackend, FakeDevices, Nvidia};
+///
+/// let fake = Nvidia::default().fake_node(&FakeDevices::new("gpu-0", 2, "Tesla T4", 15360))?;
+/// let node = hami_e2e_suite::fake_node_spec("gpu-0", &fake).to_node()?;
+/// let capacity = node.status.unwrap().capacity.unwrap();
+/// assert_eq!(capacity["nvidia.com/gpu"].0, "20");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn fake_node_spec(name: &str, devices: &FakeNode) -> NodeSpec {
+    let mut spec = NodeSpec::new(name);
+    for (k, v) in &devices.annotations {
+        spec = spec.annotation(k, v);
+    }
+    for (k, v) in &devices.capacity {
+        spec = spec.capacity(k, &v.0);
+    }
+    spec
+}
+
+/// The devices of `cluster` for the probe and the verdict: on a local cluster the pool's
+/// nodes only (not the short-lived nodes of `fake-node` scenarios, of this process or
+/// another's), minus what other workloads' pods were allocated (a shared cluster). Pods
+/// count as the run's own, accounted by admission, when labelled with `run_id`, or on a
+/// local cluster when hami-e2e's (its processes share one admission file).
+pub(crate) async fn inventory(
+    cluster: &hami_e2e_k8s::Cluster,
+    registry: &DeviceRegistry,
+    run_id: &str,
+) -> Result<DeviceInventory, Failure> {
+    use hami_e2e_k8s::{MANAGED_BY, MANAGED_BY_LABEL, RUN_LABEL};
+    let local = cluster.is_local();
+    let nodes: Vec<Node> = kube::Api::<Node>::all(cluster.client())
+        .list(&Default::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|n| {
+            !local
+                || n.metadata
+                    .labels
+                    .as_ref()
+                    .is_some_and(|l| l.contains_key(FAKE_DEVICES_LABEL))
+        })
+        .collect();
+    let (mut inventory, errors) = DeviceInventory::from_nodes(registry, &nodes);
+    for e in errors {
+        tracing::warn!(error = %e, "a node's device data does not parse");
+    }
+    let pods = match kube::Api::<Pod>::all(cluster.client())
+        .list(&Default::default())
+        .await
+    {
+        Ok(pods) => pods.items,
+        Err(e) => {
+            tracing::warn!(
+                error = %e,
+                "cannot list pods: devices other workloads use are not known, so admission may hand them out"
+            );
+            return Ok(inventory);
+        }
+    };
+    let run = hami_e2e_k8s::label_value(run_id);
+    let ours = |p: &Pod| {
+        let labels = p.metadata.labels.as_ref();
+        if local {
+            labels
+                .and_then(|l| l.get(MANAGED_BY_LABEL))
+                .map(String::as_str)
+                == Some(MANAGED_BY)
+        } else {
+            labels.and_then(|l| l.get(RUN_LABEL)) == Some(&run)
+        }
+    };
+    for e in inventory.add_pod_usage(registry, &pods, ours) {
+        tracing::warn!(error = %e, "a pod's device allocation does not parse");
+    }
+    Ok(inventory)
 }
 
 /// How long the capacity scenarios wait for a pod to run or be refused.
@@ -423,14 +501,8 @@ pub(crate) fn backend_scenarios(registry: &DeviceRegistry) -> Vec<Arc<dyn Scenar
                             ctx.attempt()
                         ));
                         let fake = FakeDevices::new(&node_name, 4, "E2E", 16384);
-                        let devices = backend.fake_node(&fake)?;
-                        let mut spec = NodeSpec::new(&node_name).label("gpu", "on");
-                        for (k, v) in &devices.annotations {
-                            spec = spec.annotation(k, v);
-                        }
-                        for (k, v) in &devices.capacity {
-                            spec = spec.capacity(k, &v.0);
-                        }
+                        let spec = fake_node_spec(&node_name, &backend.fake_node(&fake)?)
+                            .label("gpu", "on");
                         let client = cluster.client();
                         let nodes = kube::Api::<Node>::all(client.clone());
                         let cleanup_name = node_name.clone();

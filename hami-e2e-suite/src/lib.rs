@@ -3,8 +3,9 @@
 //! The suite runs against the cluster of `--kubeconfig`/`KUBECONFIG`, or, with neither, a
 //! local cluster it starts itself (see `hami_e2e_k8s::ClusterSource`). It holds scenarios
 //! that check the cluster, the runner, and every device backend's fake devices and device
-//! accounting (`devices::<vendor>::{fake-node, whole-devices, node-capacity}`, the last two
-//! on the [`DevicePoolFixture`]'s nodes and admitted by the devices they hold); HAMi's own
+//! accounting (`devices::<vendor>::{fake-node, whole-devices, node-capacity, node-selector}`,
+//! the last three on the [`DevicePoolFixture`]'s nodes and admitted by the devices they
+//! hold); HAMi's own
 //! scenarios need HAMi's scheduler on the local cluster, which waits for HAMi's Go module.
 //! `hami-e2e run` ends with a [`verdict`] per vendor and node.
 //!
@@ -34,19 +35,19 @@ use std::time::Duration;
 
 use clap::Parser;
 use hami_e2e_core::{Failure, Requirement, Runner, Scenario, ensure, scenario};
-use hami_e2e_devices::{DeviceBackend, DeviceInventory, DeviceRegistry};
+use hami_e2e_devices::{DeviceBackend, DeviceRegistry};
 use hami_e2e_k8s::local::NodeSpec;
 use hami_e2e_k8s::{
     ClusterArgs, ClusterFixture, ClusterSource, NamespaceFixture, PodBuilder, wait,
 };
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::Node;
 
 mod devices;
 pub mod verdict;
 
 pub use devices::{
     DevicePoolFixture, DevicesFixture, FAKE_DEVICES_LABEL, LOCAL_CLUSTER, POOL_DEVICES_PER_NODE,
-    SELECTOR_LABEL,
+    SELECTOR_LABEL, fake_node_spec,
 };
 
 /// The suite's command line: the runner's flags and the cluster's.
@@ -198,57 +199,7 @@ impl Suite {
                     if cluster.is_local() {
                         caps = caps.with_flag(LOCAL_CLUSTER);
                     }
-                    let nodes = kube::Api::<Node>::all(cluster.client())
-                        .list(&Default::default())
-                        .await?;
-                    // On a local cluster, the pool's nodes only: not the short-lived
-                    // nodes of `fake-node` scenarios (of this process or another's).
-                    let local = cluster.is_local();
-                    let nodes: Vec<Node> = nodes
-                        .items
-                        .into_iter()
-                        .filter(|n| {
-                            !local
-                                || n.metadata
-                                    .labels
-                                    .as_ref()
-                                    .is_some_and(|l| l.contains_key(FAKE_DEVICES_LABEL))
-                        })
-                        .collect();
-                    let (mut inventory, errors) = DeviceInventory::from_nodes(&registry, &nodes);
-                    for e in errors {
-                        tracing::warn!(error = %e, "a node's device data does not parse");
-                    }
-                    // What other workloads hold is not handed out (a shared cluster).
-                    match kube::Api::<Pod>::all(cluster.client())
-                        .list(&Default::default())
-                        .await
-                    {
-                        Ok(pods) => {
-                            let run = hami_e2e_k8s::label_value(ctx.run_id());
-                            let ours = |p: &Pod| {
-                                let labels = p.metadata.labels.as_ref();
-                                if local {
-                                    // Only hami-e2e runs use a local cluster, and the
-                                    // processes sharing one share an admission file.
-                                    labels.is_some_and(|l| {
-                                        l.get(hami_e2e_k8s::MANAGED_BY_LABEL).map(String::as_str)
-                                            == Some(hami_e2e_k8s::MANAGED_BY)
-                                    })
-                                } else {
-                                    labels.and_then(|l| l.get(hami_e2e_k8s::RUN_LABEL))
-                                        == Some(&run)
-                                }
-                            };
-                            for e in inventory.add_pod_usage(&registry, &pods.items, ours) {
-                                tracing::warn!(error = %e, "a pod's device allocation does not parse");
-                            }
-                        }
-                        Err(e) => tracing::warn!(
-                            error = %e,
-                            "cannot list pods: devices other workloads use are not known, so admission may hand them out"
-                        ),
-                    }
+                    let inventory = devices::inventory(&cluster, &registry, ctx.run_id()).await?;
                     // Devices on a cluster that is not a local one are real ones.
                     let caps = inventory.record(caps, !cluster.is_local());
                     *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(inventory);

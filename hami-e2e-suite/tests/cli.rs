@@ -31,14 +31,7 @@ async fn run_list_and_sweep_against_a_users_cluster() {
     let nvidia = Nvidia::default();
     let mut fake = FakeDevices::new("gpu-node", 4, "Tesla T4", 15360);
     fake.split = 1;
-    let registered = nvidia.fake_node(&fake).unwrap();
-    let mut gpu_node = NodeSpec::new("gpu-node");
-    for (k, v) in &registered.annotations {
-        gpu_node = gpu_node.annotation(k, v);
-    }
-    for (k, v) in &registered.capacity {
-        gpu_node = gpu_node.capacity(k, &v.0);
-    }
+    let gpu_node = hami_e2e_suite::fake_node_spec("gpu-node", &nvidia.fake_node(&fake).unwrap());
     let local = LocalCluster::start(
         LocalClusterOptions::default()
             .node(NodeSpec::new("node-0"))
