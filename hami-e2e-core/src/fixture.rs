@@ -445,6 +445,14 @@ impl TeardownContext {
         &self.run_id
     }
 
+    /// The devices admission handed the scenario (see
+    /// [`Context::devices`](crate::Context::devices)); `None` at the end of the run. A
+    /// fixture whose objects hold devices frees them in teardown, before admission hands
+    /// them to the next scenario.
+    pub fn devices(&self) -> Option<&crate::admission::Reservation> {
+        self.shared.as_ref().map(|s| &*s.devices)
+    }
+
     /// The scenario's artifacts folder (created on first use); `None` at the end of the run.
     pub fn artifacts_dir(&self) -> Option<std::io::Result<PathBuf>> {
         self.shared.as_ref().map(|s| s.artifacts_dir())

@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use hami_e2e_core::{Failure, Fixture, FixtureContext, TeardownContext};
 use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
 use kube::api::{DeleteParams, DynamicObject, ObjectMeta, PostParams};
 use kube::{Api, Resource};
 use serde::Serialize;
@@ -406,6 +406,55 @@ impl TestNamespace {
         Ok(until)
     }
 
+    /// Deletes every pod of the namespace and waits until they are gone (at most `timeout`
+    /// for each): what they held on their nodes (devices) is free when it returns. The
+    /// [`NamespaceFixture`] does it in the teardown of a scenario that held devices.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Api`] naming the namespace's pods; [`Error::WaitTimeout`] naming a pod that
+    /// is still there.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe; once the delete is sent, the server finishes it.
+    pub async fn delete_pods(&self, timeout: Duration) -> Result<()> {
+        let pods: Api<Pod> = self.api();
+        let object = format!("pods in namespace/{}", self.name);
+        let names: Vec<String> = retry_transient("list the namespace's pods", || async {
+            pods.list(&Default::default())
+                .await
+                .map_err(|source| Error::Api {
+                    action: "list",
+                    object: object.clone(),
+                    source,
+                })
+        })
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|p| p.metadata.name)
+        .collect();
+        if names.is_empty() {
+            return Ok(());
+        }
+        retry_transient("delete the namespace's pods", || async {
+            pods.delete_collection(&DeleteParams::default(), &Default::default())
+                .await
+                .map(|_| ())
+                .map_err(|source| Error::Api {
+                    action: "delete",
+                    object: object.clone(),
+                    source,
+                })
+        })
+        .await?;
+        for name in names {
+            wait::deleted(&pods, &name, timeout).await?;
+        }
+        Ok(())
+    }
+
     /// Deletes the namespace (foreground: its objects first), and with `wait` waits at most
     /// that long until it is gone.
     ///
@@ -438,6 +487,9 @@ impl TestNamespace {
         Ok(())
     }
 }
+
+/// How long a teardown waits for the pods of a scenario that held devices to be gone.
+const DEVICE_PODS_GONE: Duration = Duration::from_secs(60);
 
 /// Options of [`NamespaceFixture`].
 #[derive(Debug, Clone)]
@@ -558,6 +610,11 @@ impl Fixture for NamespaceFixture {
             tracing::info!("{text}");
             ctx.attach("kept namespace", text);
         } else {
+            // The devices a scenario held are handed to the next one when its teardown
+            // ends: its pods must be gone by then, not seconds later with the namespace.
+            if ctx.devices().is_some_and(|d| !d.is_empty()) {
+                ns.delete_pods(DEVICE_PODS_GONE).await?;
+            }
             ns.delete(self.options.wait_for_deletion).await?;
         }
         if self.options.leak_check {

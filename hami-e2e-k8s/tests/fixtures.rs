@@ -673,3 +673,55 @@ async fn a_wait_survives_an_api_server_restart() {
     assert!(!namespace_exists(&client, &ns).await, "{ns} left behind");
     local.stop().await.unwrap();
 }
+
+/// A scenario that held devices: when its teardown ends (and admission hands the devices on)
+/// its pods are gone already, while its namespace may still be terminating (without the
+/// teardown's `delete_pods` the pod is still there, seconds before the namespace goes).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_pods_of_a_scenario_holding_devices_are_gone_when_it_ends() {
+    use hami_e2e_core::{Capabilities, Demand, PoolDevice};
+    let local = local(false).await;
+    let client = local.client();
+    let namespaces: Arc<Mutex<BTreeMap<String, String>>> = Default::default();
+    let body = |namespaces: Arc<Mutex<BTreeMap<String, String>>>| {
+        move |ctx: hami_e2e_core::Context| {
+            let namespaces = Arc::clone(&namespaces);
+            async move {
+                let ns = ctx.fixture::<NamespaceFixture>().await?;
+                namespaces
+                    .lock()
+                    .unwrap()
+                    .insert(ctx.name().to_string(), ns.name().to_string());
+                let pod = PodBuilder::new("p")
+                    .command(["sleep", "3600"])
+                    .limit("nvidia.com/gpu", "1")
+                    .build();
+                ns.apply(&pod).await?;
+                wait::pod_running(&ns.api(), "p", WAIT).await?;
+                Ok(())
+            }
+        }
+    };
+    let runner = runner(&local, NamespaceOptions::default())
+        .probe(|_ctx| async {
+            Ok(Capabilities::default().with_device(PoolDevice::new("nvidia", "node-0", "g0", 1)))
+        })
+        .scenario(
+            scenario("devices/holds")
+                .demand(Demand::devices("nvidia", 1).exclusive())
+                .run(body(Arc::clone(&namespaces))),
+        );
+    let conclusion = runner.run(config("device-pods")).await.unwrap();
+    let summary = conclusion.summary().unwrap();
+    assert_eq!(summary.passed(), 1, "{:#?}", summary.scenarios);
+    let namespaces = namespaces.lock().unwrap().clone();
+    let pod_in = |scenario: &str| {
+        let api: Api<Pod> = Api::namespaced(client.clone(), &namespaces[scenario]);
+        async move { api.get_opt("p").await.unwrap() }
+    };
+    assert!(
+        pod_in("devices::holds").await.is_none(),
+        "the pod holding a device outlived its scenario"
+    );
+    local.stop().await.unwrap();
+}

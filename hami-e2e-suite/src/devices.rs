@@ -238,31 +238,6 @@ async fn running_on(ns: &TestNamespace, name: &str, node: &str) -> Result<(), Fa
     Ok(())
 }
 
-/// Registers a cleanup that deletes the namespace's pods and waits until they are gone:
-/// the devices they hold are free once the scenario ends, when admission hands them to the
-/// next scenario (a namespace's deletion alone frees them seconds later).
-fn free_devices_at_the_end(ctx: &Context, ns: &TestNamespace) {
-    let pods: kube::Api<Pod> = ns.api();
-    ctx.defer(
-        "delete the pods and wait until their devices are free",
-        async move {
-            let names: Vec<String> = pods
-                .list(&Default::default())
-                .await?
-                .items
-                .into_iter()
-                .filter_map(|p| p.metadata.name)
-                .collect();
-            pods.delete_collection(&Default::default(), &Default::default())
-                .await?;
-            for name in names {
-                wait::deleted(&pods, &name, CAPACITY_WAIT).await?;
-            }
-            Ok(())
-        },
-    );
-}
-
 /// What a capacity scenario's body works with: its namespace, and the node and number of
 /// devices admission reserved for it.
 struct Capacity {
@@ -297,8 +272,8 @@ impl Capacity {
     }
 }
 
-/// A scenario `devices::<vendor>::<name>` holding `demand`: its body gets a [`Capacity`],
-/// and its pods are gone (their devices free) before admission hands the devices on.
+/// A scenario `devices::<vendor>::<name>` holding `demand`: its body gets a [`Capacity`];
+/// its namespace's teardown removes its pods before admission hands the devices on.
 fn capacity_scenario<F, Fut>(
     vendor: String,
     name: &str,
@@ -321,8 +296,9 @@ where
         let (vendor, body) = (vendor.clone(), body.clone());
         async move {
             let registry = ctx.fixture::<DevicesFixture>().await?;
+            // Its teardown deletes its pods and waits until they are gone, since the
+            // scenario holds devices: they are free when admission hands them on.
             let ns = ctx.fixture::<NamespaceFixture>().await?;
-            free_devices_at_the_end(&ctx, &ns);
             let devices = ctx.devices();
             let node = devices
                 .node(&vendor)
