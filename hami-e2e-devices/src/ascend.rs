@@ -240,6 +240,7 @@ impl Ascend {
             keys: AnnotationKeys::for_device_type(&cw)
                 .register(format!("hami.io/node-register-{cw}"))
                 .handshake(format!("hami.io/node-handshake-{cw}"))
+                .handshake_answer(crate::backend::HandshakeAnswer::ReportedUnderscore)
                 .ids(
                     format!("hami.io/use-{cw}-uuid"),
                     format!("hami.io/no-use-{cw}-uuid"),

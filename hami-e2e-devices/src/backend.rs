@@ -37,7 +37,57 @@ pub struct AnnotationKeys {
     pub avoid_id: Option<String>,
     /// Pod annotation: the sharing mode.
     pub mode: Option<String>,
+    /// The node annotation HAMi's scheduler locks a node with while a pod of this vendor
+    /// is between bind and the device plugin's `Allocate` (`hami.io/mutex.lock`, whose
+    /// value names the pod: `<time>,<namespace>,<pod>`). The device plugin releases it.
+    pub node_lock: String,
+    /// Whether the lock's value names its pod, so a plugin releases it only for that pod
+    /// (`false` for Cambricon's `cambricon.com/dsmlu.lock`, a bare time).
+    pub node_lock_names_pod: bool,
+    /// How the vendor's device plugin answers the handshake, if it does.
+    pub handshake_answer: Option<HandshakeAnswer>,
 }
+
+/// How a vendor's device plugin answers HAMi's handshake annotation (`Requesting_<time>`),
+/// which tells HAMi's scheduler the plugin is alive and its devices should be read again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HandshakeAnswer {
+    /// `Reported <time>` (Hygon's plugin: Go's `time.Now().String()`).
+    Reported,
+    /// `Reported_<YYYY.MM.DD hh:mm:ss>` (Ascend's plugin).
+    ReportedUnderscore,
+}
+
+impl HandshakeAnswer {
+    /// The annotation value a plugin writes at `now`.
+    ///
+    /// ```
+    /// use hami_e2e_devices::HandshakeAnswer;
+    /// use k8s_openapi::jiff::Timestamp;
+    ///
+    /// let now: Timestamp = "2026-12-02T10:20:30Z".parse().unwrap();
+    /// assert_eq!(HandshakeAnswer::ReportedUnderscore.value(now), "Reported_2026.12.02 10:20:30");
+    /// assert!(HandshakeAnswer::Reported.value(now).starts_with("Reported 2026-12-02 10:20:30"));
+    /// ```
+    pub fn value(self, now: k8s_openapi::jiff::Timestamp) -> String {
+        let utc = now.to_zoned(k8s_openapi::jiff::tz::TimeZone::UTC);
+        match self {
+            HandshakeAnswer::Reported => {
+                format!(
+                    "Reported {} +0000 UTC",
+                    utc.strftime("%Y-%m-%d %H:%M:%S%.f")
+                )
+            }
+            HandshakeAnswer::ReportedUnderscore => {
+                format!("Reported_{}", utc.strftime("%Y.%m.%d %H:%M:%S"))
+            }
+        }
+    }
+}
+
+/// HAMi's node lock (`pkg/util/nodelock`), shared by NVIDIA, Hygon, Ascend and most vendors.
+pub const NODE_LOCK: &str = "hami.io/mutex.lock";
 
 impl AnnotationKeys {
     /// Keys with only the two pod allocation annotations.
@@ -52,7 +102,25 @@ impl AnnotationKeys {
             use_id: None,
             avoid_id: None,
             mode: None,
+            node_lock: NODE_LOCK.to_owned(),
+            node_lock_names_pod: true,
+            handshake_answer: None,
         }
+    }
+
+    /// Sets the node lock annotation and whether its value names the pod.
+    #[must_use]
+    pub fn node_lock(mut self, key: impl Into<String>, names_pod: bool) -> Self {
+        self.node_lock = key.into();
+        self.node_lock_names_pod = names_pod;
+        self
+    }
+
+    /// Sets how the device plugin answers the handshake.
+    #[must_use]
+    pub fn handshake_answer(mut self, answer: HandshakeAnswer) -> Self {
+        self.handshake_answer = Some(answer);
+        self
     }
 
     /// The allocation keys HAMi derives from a device type (`hami.io/<type>-devices-...`),

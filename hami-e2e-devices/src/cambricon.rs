@@ -12,6 +12,9 @@ use crate::error::{Error, Problem, Result};
 use crate::node::{FakeDevices, FakeNode, NodeDevice, node_capacity};
 use crate::request::{DeviceRequest, ExpectedDevices, ExpectedMemory, PodOptions, ResourceNames};
 
+/// Cambricon's own node lock (a bare RFC 3339 time, expiring after 2 minutes).
+pub const CAMBRICON_NODE_LOCK: &str = "cambricon.com/dsmlu.lock";
+
 /// One unit of `cambricon.com/mlu.smlu.vmemory`, in MiB.
 pub const CAMBRICON_MEMORY_UNIT_MIB: u64 = 256;
 
@@ -37,7 +40,8 @@ impl Default for Cambricon {
                 "hami.io/cambricon-mlu-devices-allocated",
             )
             .types("cambricon.com/use-mlutype", "cambricon.com/nouse-mlutype")
-            .ids("cambricon.com/use-gpuuuid", "cambricon.com/nouse-gpuuuid"),
+            .ids("cambricon.com/use-gpuuuid", "cambricon.com/nouse-gpuuuid")
+            .node_lock(CAMBRICON_NODE_LOCK, false),
         }
     }
 }

@@ -8,8 +8,8 @@ use std::fmt;
 
 /// Errors of `hami-e2e-devices`.
 ///
-/// None of them is transient: they are about data, not about talking to a cluster, so
-/// [`Error::is_transient`] is always `false` and nothing here is worth retrying.
+/// None is transient but [`Error::Cluster`] (the fake device agent talking to a cluster):
+/// the rest are about data, and retrying does not change data.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -93,6 +93,16 @@ pub enum Error {
         #[source]
         source: serde_yaml_ng::Error,
     },
+    /// The fake device agent could not read or change an object on the cluster.
+    #[error("fake device agent: cannot {action} `{object}`: {message}")]
+    Cluster {
+        /// What it tried (`patch`, `get`).
+        action: &'static str,
+        /// The object (`node/gpu-1`, `pod/ns/p`).
+        object: String,
+        /// The API server's answer.
+        message: String,
+    },
     /// A `device-config.yaml` section is present but holds a value we cannot use.
     #[error("HAMi's device config has an invalid `{field}`: {reason}")]
     DeviceConfigField {
@@ -104,9 +114,10 @@ pub enum Error {
 }
 
 impl Error {
-    /// Always `false`: these errors are about data, and retrying does not change data.
+    /// `false` but for [`Error::Cluster`]: the other errors are about data, and retrying
+    /// does not change data.
     pub fn is_transient(&self) -> bool {
-        false
+        matches!(self, Error::Cluster { .. })
     }
 
     /// The [`Problem`] of a [`Error::Parse`], for tests and matching.

@@ -34,6 +34,7 @@ impl Default for Hygon {
             )
             .register("hami.io/node-dcu-register")
             .handshake("hami.io/node-handshake-dcu")
+            .handshake_answer(crate::backend::HandshakeAnswer::Reported)
             .types("hygon.com/use-dcutype", "hygon.com/nouse-dcutype")
             .ids("hygon.com/use-gpuuuid", "hygon.com/nouse-gpuuuid"),
             memory_factor: 1,

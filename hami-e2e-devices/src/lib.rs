@@ -136,6 +136,8 @@
 //!
 //! 1.89, as kube's.
 
+#[cfg(feature = "agent")]
+pub mod agent;
 mod ascend;
 mod backend;
 mod cambricon;
@@ -148,12 +150,15 @@ mod node;
 mod nvidia;
 pub mod nvidia_smi;
 mod pod;
+pub mod profiles;
 mod registry;
 mod request;
 
+#[cfg(feature = "agent")]
+pub use agent::FakeDeviceAgent;
 pub use ascend::{Ascend, AscendChip, AscendTemplate, VNPU_MODE, VNPU_MODE_HAMI_CORE};
-pub use backend::{AnnotationKeys, DeviceBackend, decode_register_any};
-pub use cambricon::{CAMBRICON_MEMORY_UNIT_MIB, Cambricon};
+pub use backend::{AnnotationKeys, DeviceBackend, HandshakeAnswer, NODE_LOCK, decode_register_any};
+pub use cambricon::{CAMBRICON_MEMORY_UNIT_MIB, CAMBRICON_NODE_LOCK, Cambricon};
 pub use capability::{DeviceDemand, DeviceInventory, devices_on_one_node, real_device_flag};
 pub use config::{
     DeviceConfig, NvidiaConfig, TemplateConfig, VendorConfig, VnpuConfig, VnpusConfig,

@@ -51,6 +51,40 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// The folder given as a HAMi checkout (`HAMI_E2E_HAMI_SOURCE`) is not one.
+    #[error("HAMI_E2E_HAMI_SOURCE=`{}` is not a HAMi checkout: {message}", path.display())]
+    BadSource {
+        /// The folder.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// Building the HAMi scheduler from a checkout (`HAMI_E2E_HAMI_SOURCE`) failed.
+    #[error(
+        "building HAMi's scheduler from the checkout `{}` (HAMI_E2E_HAMI_SOURCE) failed: `{command}` {status}; log: {}; last lines:\n{tail}",
+        dir.display(),
+        log.display()
+    )]
+    SourceBuild {
+        /// The checkout.
+        dir: PathBuf,
+        /// The command line, run in the checkout.
+        command: String,
+        /// How it ended (`failed (exit status: 1)`, `could not start: ...`).
+        status: String,
+        /// The file holding the command's whole output.
+        log: PathBuf,
+        /// The last lines of that output.
+        tail: String,
+    },
+    /// HAMi on the local cluster did not start, answer or register what it should.
+    #[error("HAMi: {what}: {message}")]
+    Hami {
+        /// What was being done or awaited.
+        what: String,
+        /// Why it failed, with the end of HAMi's log where it helps.
+        message: String,
+    },
     /// Invalid input from the caller.
     #[error("invalid {what}: {message}")]
     Invalid {

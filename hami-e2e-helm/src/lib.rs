@@ -31,6 +31,8 @@
 pub mod binaries;
 mod error;
 mod fixture;
+pub mod hami;
+mod local;
 mod release;
 mod values;
 
@@ -39,5 +41,10 @@ pub use fixture::{
     FAKE_DEVICES_LABEL, HAMI_NODE_ANNOTATIONS, HelmReleaseFixture, HelmReleaseSpec,
     clean_node_annotations,
 };
+pub use hami::{HAMI_NODE_LABEL, Hami, HamiAvailability, HamiFixture};
+pub use local::{
+    HAMI_KUBE_SCHEDULER_PROCESS, HAMI_PROCESS, HamiEndpoint, LocalHami, LocalHamiOptions,
+    WEBHOOK_NAME, default_managed_resources, registered_nodes,
+};
 pub use release::{Chart, HelmRelease, ReleaseInfo, ReleaseStatus, Revision, workloads};
-pub use values::{HamiValues, SchedulerPolicy, merge};
+pub use values::{CHART_RESOURCE_NAMES, HamiValues, SchedulerPolicy, merge};

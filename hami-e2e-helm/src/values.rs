@@ -261,6 +261,127 @@ impl HamiValues {
     }
 }
 
+/// The chart's default resource names, by chart key (`charts/hami/values.yaml` v2.10.0).
+pub const CHART_RESOURCE_NAMES: &[(&str, &str)] = &[
+    ("resourceName", "nvidia.com/gpu"),
+    ("resourceMem", "nvidia.com/gpumem"),
+    ("resourceMemPercentage", "nvidia.com/gpumem-percentage"),
+    ("resourceCores", "nvidia.com/gpucores"),
+    ("resourcePriority", "nvidia.com/priority"),
+    ("mluResourceName", "cambricon.com/vmlu"),
+    ("mluResourceMem", "cambricon.com/mlu.smlu.vmemory"),
+    ("mluResourceCores", "cambricon.com/mlu.smlu.vcore"),
+    ("dcuResourceName", "hygon.com/dcunum"),
+    ("dcuResourceMem", "hygon.com/dcumem"),
+    ("dcuResourceCores", "hygon.com/dcucores"),
+];
+
+impl HamiValues {
+    /// A resource name by its chart key: the value set in
+    /// [`resource_names`](Self::resource_names), else the chart's default.
+    pub fn resource_name(&self, chart_key: &str) -> Option<&str> {
+        self.resource_names
+            .get(chart_key)
+            .map(String::as_str)
+            .or_else(|| {
+                CHART_RESOURCE_NAMES
+                    .iter()
+                    .find(|(k, _)| *k == chart_key)
+                    .map(|(_, v)| *v)
+            })
+    }
+
+    /// Whether Ascend's devices are on (`devices.ascend.enabled`; on unless set to
+    /// `false`, so the local cluster serves every built-in vendor).
+    pub fn ascend_enabled(&self) -> bool {
+        self.devices.get("ascend").copied().unwrap_or(true)
+    }
+
+    /// HAMi's `device-config.yaml` as the chart's `device-configmap.yaml` renders it from
+    /// these values (resource names, split count, memory scaling, Ascend's chips), for a
+    /// HAMi scheduler that runs outside the chart: the same values make the chart's
+    /// ConfigMap and this file, so the two cannot disagree. JSON, which is YAML.
+    ///
+    /// ```
+    /// use hami_e2e_helm::HamiValues;
+    ///
+    /// let mut values = HamiValues::default();
+    /// values.resource_names.insert("resourceMem".into(), "example.com/vgpu-memory".into());
+    /// values.device_split_count = Some(4);
+    /// let config = values.device_config()?;
+    /// assert_eq!(config["nvidia"]["resourceMemoryName"], "example.com/vgpu-memory");
+    /// assert_eq!(config["nvidia"]["resourceCountName"], "nvidia.com/gpu");
+    /// assert_eq!(config["nvidia"]["deviceSplitCount"], 4);
+    /// assert_eq!(config["hygon"]["resourceCountName"], "hygon.com/dcunum");
+    /// assert_eq!(config["vnpus"]["configs"][2]["commonWord"], "Ascend910B3");
+    /// // hami-e2e-devices reads it back: one source for the backends and for HAMi.
+    /// let parsed = hami_e2e_devices::DeviceConfig::from_yaml(&config.to_string()).unwrap();
+    /// assert_eq!(parsed.vnpus.unwrap().configs.len(), 7);
+    /// # Ok::<(), hami_e2e_helm::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] for values [`validate`](Self::validate) rejects.
+    pub fn device_config(&self) -> Result<Value> {
+        self.validate()?;
+        let name = |k: &str| self.resource_name(k).unwrap_or_default().to_string();
+        let mut config = json!({
+            "nvidia": {
+                "resourceCountName": name("resourceName"),
+                "resourceMemoryName": name("resourceMem"),
+                "resourceMemoryPercentageName": name("resourceMemPercentage"),
+                "resourceCoreName": name("resourceCores"),
+                "resourcePriorityName": name("resourcePriority"),
+                "overwriteEnv": false,
+                "defaultMemory": 0,
+                "defaultCores": 0,
+                "defaultGPUNum": 1,
+                "memoryFactor": 1,
+                "deviceSplitCount": self.device_split_count.unwrap_or(10),
+                "deviceMemoryScaling": self.device_memory_scaling.unwrap_or(1.0),
+                "deviceCoreScaling": 1,
+                "gpuCorePolicy": "default",
+            },
+            "cambricon": {
+                "resourceCountName": name("mluResourceName"),
+                "resourceMemoryName": name("mluResourceMem"),
+                "resourceCoreName": name("mluResourceCores"),
+            },
+            "hygon": {
+                "resourceCountName": name("dcuResourceName"),
+                "resourceMemoryName": name("dcuResourceMem"),
+                "resourceCoreName": name("dcuResourceCores"),
+                "memoryFactor": 1,
+            },
+        });
+        if self.ascend_enabled() {
+            let configs: Vec<Value> = hami_e2e_devices::AscendChip::catalogue()
+                .iter()
+                .map(|chip| {
+                    json!({
+                        "chipName": chip.chip_name,
+                        "commonWord": chip.common_word,
+                        "resourceName": chip.names.count,
+                        "resourceMemoryName": chip.names.memory,
+                        "resourceCoreName": chip.names.cores,
+                        "memoryAllocatable": chip.memory_allocatable,
+                        "memoryCapacity": chip.memory_capacity,
+                        "memoryFactor": chip.memory_factor,
+                        "aiCore": chip.ai_core,
+                        "superPod": chip.super_pod,
+                        "templates": chip.templates.iter().map(|t| json!({
+                            "name": t.name, "memory": t.memory_mib, "aiCore": t.ai_core,
+                        })).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            config["vnpus"] = json!({"hamiVnpuCore": false, "configs": configs});
+        }
+        Ok(config)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -174,6 +174,32 @@ fn newest_hold(dir: &Path) -> Option<SystemTime> {
 /// returns `true`: the caller's `main` must then exit. `options` says what cluster to start
 /// (the one the suite would start for itself). Otherwise returns `false` at once.
 pub fn supervise_if_asked(options: impl FnOnce() -> LocalClusterOptions) -> bool {
+    supervise_if_asked_with(options, None)
+}
+
+/// What a [`Companion`] returns: the future that stops what it started, run before the
+/// shared cluster stops.
+pub type CompanionStop = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Something the supervisor runs beside the shared cluster for the whole nextest run
+/// (HAMi's scheduler and webhook: one per cluster, whatever the number of processes). It is
+/// called once the cluster is up and before its kubeconfig is published, with the cluster
+/// and the shared folder (to publish what the scenario processes need to find it), and
+/// returns how to stop it.
+pub type Companion = Box<
+    dyn FnOnce(
+            Arc<LocalCluster>,
+            PathBuf,
+        )
+            -> std::pin::Pin<Box<dyn std::future::Future<Output = CompanionStop> + Send>>
+        + Send,
+>;
+
+/// [`supervise_if_asked`] with a [`Companion`] started beside the cluster.
+pub fn supervise_if_asked_with(
+    options: impl FnOnce() -> LocalClusterOptions,
+    companion: Option<Companion>,
+) -> bool {
     let Some(dir) = std::env::var_os(SUPERVISOR_ENV).map(PathBuf::from) else {
         return false;
     };
@@ -184,7 +210,7 @@ pub fn supervise_if_asked(options: impl FnOnce() -> LocalClusterOptions) -> bool
             return true;
         }
     };
-    if let Err(e) = runtime.block_on(supervise(&dir, options(), IDLE)) {
+    if let Err(e) = runtime.block_on(supervise(&dir, options(), IDLE, companion)) {
         eprintln!("supervisor: {e}");
     }
     true
@@ -192,7 +218,12 @@ pub fn supervise_if_asked(options: impl FnOnce() -> LocalClusterOptions) -> bool
 
 /// Starts the cluster, publishes its kubeconfig in `dir`, and stops it once no hold has been
 /// renewed for `idle`; then removes `dir`.
-async fn supervise(dir: &Path, options: LocalClusterOptions, idle: Duration) -> Result<()> {
+async fn supervise(
+    dir: &Path,
+    options: LocalClusterOptions,
+    idle: Duration,
+    companion: Option<Companion>,
+) -> Result<()> {
     let cluster = Arc::new(LocalCluster::start(options).await?);
     eprintln!(
         "supervisor: shared local cluster {} at {} (pid {})",
@@ -200,6 +231,10 @@ async fn supervise(dir: &Path, options: LocalClusterOptions, idle: Duration) -> 
         cluster.server(),
         std::process::id()
     );
+    let stop_companion = match companion {
+        Some(start) => Some(start(Arc::clone(&cluster), dir.to_path_buf()).await),
+        None => None,
+    };
     let tmp = dir.join("kubeconfig.tmp");
     std::fs::copy(cluster.kubeconfig(), &tmp).map_err(io("copy the kubeconfig to", &tmp))?;
     std::fs::rename(&tmp, dir.join("kubeconfig")).map_err(io("publish", &tmp))?;
@@ -235,6 +270,9 @@ async fn supervise(dir: &Path, options: LocalClusterOptions, idle: Duration) -> 
         break;
     }
     eprintln!("supervisor: no hold renewed for {idle:?}; stopping");
+    if let Some(stop) = stop_companion {
+        stop.await;
+    }
     let result = cluster.stop().await;
     // The folder goes, unless a new supervisor took it over meanwhile.
     let lock = lock_dir(dir)?;
@@ -279,7 +317,7 @@ mod tests {
         let idle = Duration::from_secs(3);
         let task = tokio::spawn({
             let dir = dir.clone();
-            async move { supervise(&dir, LocalClusterOptions::default(), idle).await }
+            async move { supervise(&dir, LocalClusterOptions::default(), idle, None).await }
         });
         let kubeconfig = dir.join("kubeconfig");
         let started = Instant::now();

@@ -699,12 +699,53 @@ pub async fn event(
     reason: &str,
     timeout: Duration,
 ) -> Result<Event> {
+    event_with_message(client, namespace, kind, name, reason, "", timeout).await
+}
+
+/// Like [`event`], for an event whose message also contains `message` (HAMi records
+/// several `FilteringFailed` events about one pod, one per reason): the first such event
+/// seen, recorded already or the next.
+///
+/// ```no_run
+/// # async fn f(client: kube::Client) -> hami_e2e_k8s::Result<()> {
+/// use std::time::Duration;
+///
+/// let e = hami_e2e_k8s::wait::event_with_message(
+///     &client, "ns", "Pod", "too-big", "FilteringFailed", "no available node", Duration::from_secs(30),
+/// ).await?;
+/// println!("{}", e.message.unwrap_or_default());
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+///
+/// [`Error::WaitTimeout`] listing the events the object has.
+///
+/// # Cancel safety
+///
+/// Cancel safe.
+pub async fn event_with_message(
+    client: &kube::Client,
+    namespace: &str,
+    kind: &str,
+    name: &str,
+    reason: &str,
+    message: &str,
+    timeout: Duration,
+) -> Result<Event> {
     let api: Api<Event> = Api::namespaced(client.clone(), namespace);
     let fields = format!("involvedObject.name={name},involvedObject.kind={kind},reason={reason}");
-    let what = format!(
-        "event `{reason}` about {} `{name}` in `{namespace}`",
-        kind.to_lowercase()
-    );
+    let what = if message.is_empty() {
+        format!(
+            "event `{reason}` about {} `{name}` in `{namespace}`",
+            kind.to_lowercase()
+        )
+    } else {
+        format!(
+            "event `{reason}` containing `{message}` about {} `{name}` in `{namespace}`",
+            kind.to_lowercase()
+        )
+    };
     let stream = watcher::watcher(api, watcher::Config::default().fields(&fields))
         .default_backoff()
         .applied_objects();
@@ -712,7 +753,10 @@ pub async fn event(
     let found = tokio::time::timeout(timeout, async {
         loop {
             match stream.next().await {
-                Some(Ok(e)) => return Ok(e),
+                Some(Ok(e)) if e.message.as_deref().unwrap_or_default().contains(message) => {
+                    return Ok(e);
+                }
+                Some(Ok(_)) => {}
                 Some(Err(e)) => {
                     if !is_transient_watch(&e) {
                         return Err(Error::WaitFailed {
@@ -734,7 +778,7 @@ pub async fn event(
     match found {
         Ok(result) => result,
         Err(_) => {
-            let events = recent_events(client, namespace, kind, name, 5)
+            let events = recent_events(client, namespace, kind, name, 8)
                 .await
                 .unwrap_or_default();
             Err(Error::WaitTimeout {

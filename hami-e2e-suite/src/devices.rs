@@ -221,9 +221,22 @@ pub(crate) async fn inventory(
 const CAPACITY_WAIT: Duration = Duration::from_secs(30);
 
 /// A pod that sleeps, asking for `count` whole devices of `backend`.
-fn device_pod(backend: &dyn DeviceBackend, name: &str, count: u32) -> Result<PodBuilder, Failure> {
+/// A pod asking `backend` for `count` whole devices. On the local cluster it opts out of
+/// HAMi's webhook (`hami.io/webhook: ignore`): these scenarios check Kubernetes' own
+/// accounting of the fake devices on the pool, which HAMi (when a HAMi scenario runs it
+/// beside them) does not serve; on a real cluster its pods go through HAMi, as every
+/// device pod must for HAMi's device plugins to allocate them.
+fn device_pod(
+    backend: &dyn DeviceBackend,
+    name: &str,
+    count: u32,
+    local: bool,
+) -> Result<PodBuilder, Failure> {
     let resources = backend.container_resources(&DeviceRequest::devices(count))?;
     let mut pod = PodBuilder::new(name).command(["sleep", "3600"]);
+    if local {
+        pod = pod.label("hami.io/webhook", "ignore");
+    }
     for (k, v) in resources.limits.unwrap_or_default() {
         pod = pod.limit(k, v.0);
     }
@@ -247,6 +260,8 @@ struct Capacity {
     ns: Arc<TestNamespace>,
     node: String,
     count: u32,
+    /// Whether the cluster is a local one (see `device_pod`).
+    local: bool,
 }
 
 impl Capacity {
@@ -257,7 +272,7 @@ impl Capacity {
     /// Creates pod `name` asking for `count` devices on the reserved node, and waits until
     /// it runs there.
     async fn run_pod(&self, name: &str, count: u32) -> Result<(), Failure> {
-        let pod = device_pod(self.backend()?, name, count)?
+        let pod = device_pod(self.backend()?, name, count, self.local)?
             .node_selector("kubernetes.io/hostname", &self.node)
             .build();
         self.ctx
@@ -296,6 +311,7 @@ where
         let (vendor, body) = (vendor.clone(), body.clone());
         async move {
             let registry = ctx.fixture::<DevicesFixture>().await?;
+            let local = ctx.fixture::<ClusterFixture>().await?.is_local();
             // Its teardown deletes its pods and waits until they are gone, since the
             // scenario holds devices: they are free when admission hands them on.
             let ns = ctx.fixture::<NamespaceFixture>().await?;
@@ -313,6 +329,7 @@ where
                 ns,
                 node,
                 count,
+                local,
             })
             .await
         }
@@ -376,7 +393,7 @@ fn node_capacity(vendor: String) -> FnScenario {
             c.vendor
         );
         c.run_pod("most", n - 1).await?;
-        let refused = device_pod(c.backend()?, "two-more", 2)?
+        let refused = device_pod(c.backend()?, "two-more", 2, c.local)?
             .node_selector("kubernetes.io/hostname", &c.node)
             .build();
         c.ctx
@@ -430,7 +447,7 @@ fn node_selector(vendor: String) -> FnScenario {
                     },
                 )
                 .await?;
-            let pod = device_pod(c.backend()?, "selected", 1)?
+            let pod = device_pod(c.backend()?, "selected", 1, c.local)?
                 .node_selector(SELECTOR_LABEL, &value)
                 .build();
             c.ctx

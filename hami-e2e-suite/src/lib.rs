@@ -43,6 +43,7 @@ use hami_e2e_k8s::{
 use k8s_openapi::api::core::v1::Node;
 
 mod devices;
+mod hami;
 pub mod verdict;
 
 pub use devices::{
@@ -156,6 +157,7 @@ impl Suite {
     pub fn scenarios(&self) -> Vec<Arc<dyn Scenario>> {
         let mut all = scenarios();
         all.extend(devices::backend_scenarios(&self.registry));
+        all.extend(hami::hami_scenarios(&self.registry));
         all.extend(self.extra.iter().cloned());
         all
     }
@@ -185,6 +187,7 @@ impl Suite {
             .fixture(NamespaceFixture::new(args.cluster.namespace_options()))
             .fixture(hami_e2e_k8s::NodeChangesFixture)
             .fixture(DevicePoolFixture::new(Arc::clone(&registry)))
+            .fixture(hami_e2e_helm::HamiFixture::new(Arc::clone(&registry)))
             .fixture(DevicesFixture::new(registry))
             .probe(move |ctx| {
                 let registry = Arc::clone(&probe_registry);
@@ -202,6 +205,15 @@ impl Suite {
                     let inventory = devices::inventory(&cluster, &registry, ctx.run_id()).await?;
                     // Devices on a cluster that is not a local one are real ones.
                     let caps = inventory.record(caps, !cluster.is_local());
+                    // HAMi: found (or not) once per run; its scenarios require it.
+                    let hami = hami_e2e_helm::hami::probe(&cluster).await;
+                    match &hami {
+                        hami_e2e_helm::HamiAvailability::Available(d) => {
+                            tracing::info!("HAMi for this run: {d}");
+                        }
+                        other => tracing::info!("HAMi's scenarios cannot run: {other:?}"),
+                    }
+                    let caps = hami_e2e_helm::hami::record(caps, &hami);
                     *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(inventory);
                     Ok(caps)
                 }
@@ -232,11 +244,30 @@ impl Suite {
 /// If this process is the supervisor of a cluster shared by a nextest run, runs it and
 /// returns `true` (then return from `main`); otherwise returns `false` at once. Starts the
 /// local cluster the suite would start for itself.
+///
+/// The supervisor also runs the one HAMi of the shared cluster, when a HAMi scheduler can
+/// be had (see `hami_e2e_helm::hami`): every scenario process attaches to it.
 pub fn supervise_if_asked() -> bool {
-    hami_e2e_k8s::shared::supervise_if_asked(|| match cluster_source(&ClusterArgs::default()) {
-        ClusterSource::Local(options) => options,
-        _ => hami_e2e_k8s::local::LocalClusterOptions::default(),
-    })
+    let hami: hami_e2e_k8s::shared::Companion = Box::new(|cluster, dir| {
+        Box::pin(async move {
+            let hami = hami_e2e_helm::hami::start_for_shared_cluster(&cluster, &dir).await;
+            let stop: hami_e2e_k8s::shared::CompanionStop = Box::pin(async move {
+                if let Some(hami) = hami
+                    && let Err(e) = hami.stop(&cluster).await
+                {
+                    eprintln!("supervisor: stopping HAMi: {e}");
+                }
+            });
+            stop
+        })
+    });
+    hami_e2e_k8s::shared::supervise_if_asked_with(
+        || match cluster_source(&ClusterArgs::default()) {
+            ClusterSource::Local(options) => options,
+            _ => hami_e2e_k8s::local::LocalClusterOptions::default(),
+        },
+        Some(hami),
+    )
 }
 
 /// Parses the process's arguments and runs the suite: the `main` of `tests/e2e.rs`.

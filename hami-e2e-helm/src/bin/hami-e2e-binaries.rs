@@ -1,21 +1,32 @@
 //! Builds (or finds) the binaries that deploy HAMi, the way the tests do, and prints what
 //! it got: the HAMi scheduler of the release `HAMI_E2E_HAMI_VERSION` names (or of every
-//! pinned release with `--all-releases`), HAMi's chart folder, and helm.
+//! pinned release with `--all-releases`) and where it came from, HAMi's chart folder, and
+//! helm.
 //!
 //! ```text
 //! cargo run -p hami-e2e-helm --bin hami-e2e-binaries -- build [--all-releases]
 //! cargo run -p hami-e2e-helm --bin hami-e2e-binaries -- helm
 //! ```
 //!
-//! `helm` builds (or finds) helm alone: HAMi's Go module is not served by every Go module
-//! proxy, and CI here builds only helm.
+//! The scheduler is found as the tests find it ([`binaries::find_hami_scheduler`]): the
+//! binary `HAMI_E2E_HAMI_SCHEDULER` names, else the HAMi checkout `HAMI_E2E_HAMI_SOURCE`
+//! names (built; its chart is `charts/hami` of the checkout), else the pinned release's Go
+//! module (built). When neither variable is set and the module cannot be built (HAMi's Go
+//! module is not served by every Go module proxy), `build` says why, still builds helm,
+//! and exits with status 3, the tests' skip; a set but unusable variable exits with 1.
+//!
+//! `helm` builds (or finds) helm alone: CI here builds only helm.
 
 use std::process::ExitCode;
 
-use hami_e2e_helm::binaries::{self, HAMI_RELEASES, HamiRelease};
+use hami_e2e_core::Failure;
+use hami_e2e_helm::binaries::{self, BinarySource, FindSchedulerError, HAMI_RELEASES, HamiRelease};
 use hami_e2e_k8s::bincache::BinaryCache;
 
 const USAGE: &str = "usage: hami-e2e-binaries build [--all-releases] | helm";
+
+/// The exit status when no HAMi scheduler can be had and none was given.
+const UNAVAILABLE: u8 = 3;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -34,36 +45,54 @@ async fn main() -> ExitCode {
         }
     };
     match build(all).await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(UNAVAILABLE),
         Err(e) => {
-            eprintln!(
-                "hami-e2e-binaries: {}",
-                hami_e2e_core::Failure::from(e).report()
-            );
+            eprintln!("hami-e2e-binaries: {}", e.report());
             ExitCode::FAILURE
         }
     }
 }
 
-async fn build(all: Option<bool>) -> hami_e2e_helm::Result<()> {
+/// Builds what `all` asks for; `Ok(false)` when a HAMi scheduler is unavailable.
+async fn build(all: Option<bool>) -> Result<bool, Failure> {
     let cache = BinaryCache::default();
     let releases = match all {
         Some(true) => HAMI_RELEASES.to_vec(),
         Some(false) => vec![HamiRelease::from_env()?],
         None => Vec::new(),
     };
+    let mut complete = true;
     for release in &releases {
-        let scheduler = binaries::hami_scheduler(&cache, release).await?;
+        let scheduler = match binaries::find_hami_scheduler(&cache, release).await {
+            Ok(scheduler) => scheduler,
+            Err(FindSchedulerError::Unavailable { reason }) => {
+                println!(
+                    "hami-scheduler {}: unavailable: {reason}",
+                    release.version()
+                );
+                complete = false;
+                continue;
+            }
+            Err(failed) => return Err(failed.into()),
+        };
+        let source = match &scheduler.source {
+            BinarySource::Built { .. } => {
+                format!("{}, {}", scheduler.source, release.pseudo_version())
+            }
+            other => other.to_string(),
+        };
         println!(
-            "hami-scheduler {} ({}, {}): {}",
+            "hami-scheduler {} ({source}): {}",
             scheduler.version,
-            release.pseudo_version(),
-            scheduler.source,
             scheduler.path.display()
         );
-        let chart = binaries::hami_module_dir(&cache, release)
-            .await?
-            .join("charts/hami");
+        let chart = match &scheduler.source {
+            BinarySource::Source { dir, .. } => dir.join("charts/hami"),
+            _ => binaries::hami_module_dir(&cache, release)
+                .await?
+                .join("charts/hami"),
+        };
         println!("hami chart {}: {}", release.version(), chart.display());
     }
     let helm = binaries::helm(&cache).await?;
@@ -73,5 +102,5 @@ async fn build(all: Option<bool>) -> hami_e2e_helm::Result<()> {
         helm.source,
         helm.path.display()
     );
-    Ok(())
+    Ok(complete)
 }

@@ -109,9 +109,29 @@ impl fmt::Display for Component {
 pub struct SchedulerConfig {
     profiles: Vec<serde_json::Value>,
     extenders: Vec<serde_json::Value>,
+    no_default_profile: bool,
 }
 
 impl SchedulerConfig {
+    /// Leaves out the `default-scheduler` profile: for a second scheduler
+    /// ([`LocalCluster::start_scheduler`]) that must not compete with the cluster's own for
+    /// ordinary pods.
+    ///
+    /// ```
+    /// use hami_e2e_k8s::local::SchedulerConfig;
+    ///
+    /// let doc = SchedulerConfig::default()
+    ///     .without_default_profile()
+    ///     .profile(serde_json::json!({"schedulerName": "hami-scheduler"}))
+    ///     .to_json("/tmp/kubeconfig".as_ref());
+    /// assert_eq!(doc["profiles"].as_array().unwrap().len(), 1);
+    /// ```
+    #[must_use]
+    pub fn without_default_profile(mut self) -> Self {
+        self.no_default_profile = true;
+        self
+    }
+
     /// Adds a profile after `default-scheduler`.
     #[must_use]
     pub fn profile(mut self, profile: serde_json::Value) -> Self {
@@ -128,7 +148,10 @@ impl SchedulerConfig {
 
     /// The whole `KubeSchedulerConfiguration`, talking to the API server through `kubeconfig`.
     pub fn to_json(&self, kubeconfig: &Path) -> serde_json::Value {
-        let mut profiles = vec![serde_json::json!({"schedulerName": "default-scheduler"})];
+        let mut profiles = Vec::new();
+        if !self.no_default_profile {
+            profiles.push(serde_json::json!({"schedulerName": "default-scheduler"}));
+        }
         profiles.extend(self.profiles.iter().cloned());
         serde_json::json!({
             "apiVersion": "kubescheduler.config.k8s.io/v1",
@@ -138,6 +161,65 @@ impl SchedulerConfig {
             "profiles": profiles,
             "extenders": self.extenders,
         })
+    }
+}
+
+/// A process to run beside the local cluster's components
+/// ([`LocalCluster::start_process`]).
+///
+/// ```
+/// use hami_e2e_k8s::local::ProcessSpec;
+///
+/// let spec = ProcessSpec::new("extender", "/bin/extender").arg("-v=4").env("KUBECONFIG", "/tmp/kc");
+/// assert_eq!(spec.name(), "extender");
+/// ```
+#[derive(Debug, Clone)]
+pub struct ProcessSpec {
+    name: String,
+    binary: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+impl ProcessSpec {
+    /// `binary`, known to the cluster (logs, pids record) as `name`.
+    pub fn new(name: impl Into<String>, binary: impl Into<PathBuf>) -> Self {
+        Self {
+            name: name.into(),
+            binary: binary.into(),
+            args: Vec::new(),
+            env: Vec::new(),
+        }
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Adds an argument.
+    #[must_use]
+    pub fn arg(mut self, arg: impl Into<String>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    /// Adds arguments.
+    #[must_use]
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Sets an environment variable (the rest of this process's environment is inherited).
+    #[must_use]
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
     }
 }
 
@@ -284,6 +366,9 @@ pub struct LocalCluster {
     ports: Ports,
     start_timeout: Duration,
     processes: Arc<Mutex<BTreeMap<Component, Process>>>,
+    /// Processes started beside the components ([`LocalCluster::start_process`]), in start
+    /// order.
+    extras: Arc<Mutex<Vec<Process>>>,
     stopped: Mutex<bool>,
 }
 
@@ -475,6 +560,7 @@ impl LocalCluster {
             ports,
             start_timeout: options.start_timeout,
             processes: Arc::new(Mutex::new(BTreeMap::new())),
+            extras: Arc::new(Mutex::new(Vec::new())),
             stopped: Mutex::new(false),
         };
         let path = |p: &Path| p.display().to_string();
@@ -647,24 +733,31 @@ impl LocalCluster {
     }
 
     fn spawn(&self, c: Component, binary: &Path, args: Vec<String>, log: PathBuf) -> Result<()> {
-        let process = Process::spawn(c.as_str(), binary, args, log)?;
+        let process = Process::spawn(c.as_str(), binary, args, Vec::new(), log)?;
         self.lock().insert(c, process);
         self.record_pids()
     }
 
-    /// Records every component with its pid and start time (see `stop_recorded`).
+    fn lock_extras(&self) -> std::sync::MutexGuard<'_, Vec<Process>> {
+        self.extras.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records every component and extra process with its pid and start time (see
+    /// `stop_recorded`).
     fn record_pids(&self) -> Result<()> {
-        let record: String = self
+        let line = |name: &str, p: &Process| {
+            let pid = p.pid()?;
+            Some(format!(
+                "{name} {pid} {}\n",
+                hami_e2e_core::admission::process_start_time(pid)?
+            ))
+        };
+        let mut record: String = self
             .lock()
             .iter()
-            .filter_map(|(c, p)| {
-                let pid = p.pid()?;
-                Some(format!(
-                    "{c} {pid} {}\n",
-                    hami_e2e_core::admission::process_start_time(pid)?
-                ))
-            })
+            .filter_map(|(c, p)| line(c.as_str(), p))
             .collect();
+        record.extend(self.lock_extras().iter().filter_map(|p| line(&p.name, p)));
         write(&self.dir.join(PIDS_FILE), &record)
     }
 
@@ -858,6 +951,190 @@ impl LocalCluster {
         self.restart(Component::Scheduler).await
     }
 
+    /// Starts a process beside the cluster's components: one that talks to the cluster
+    /// (a scheduler extender, a webhook server, a second scheduler). Like the components,
+    /// it leads its own process group, dies with this process (`PR_SET_PDEATHSIG`), writes
+    /// to `logs/<name>.log`, is recorded with its pid and start time in the cluster's
+    /// `pids` file (so a later start stops it if this process is killed), and is stopped
+    /// before the components by [`LocalCluster::stop`]. Returns its pid.
+    ///
+    /// ```no_run
+    /// # async fn f(cluster: &hami_e2e_k8s::local::LocalCluster) -> hami_e2e_k8s::Result<()> {
+    /// use hami_e2e_k8s::local::ProcessSpec;
+    ///
+    /// let pid = cluster.start_process(
+    ///     ProcessSpec::new("my-extender", "/usr/local/bin/my-extender")
+    ///         .arg("--port=8443")
+    ///         .env("KUBECONFIG", cluster.kubeconfig().display().to_string()),
+    /// )?;
+    /// println!("pid {pid}, log {}", cluster.process_log("my-extender").display());
+    /// cluster.stop_process("my-extender").await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] for a name that is empty, not a single path segment, one of the
+    /// components' or one already running; [`Error::Spawn`] naming the binary.
+    pub fn start_process(&self, spec: ProcessSpec) -> Result<u32> {
+        let bad_name = spec.name.is_empty()
+            || spec.name.contains(['/', ' ', '\n'])
+            || Component::ALL.iter().any(|c| c.as_str() == spec.name);
+        if bad_name {
+            return Err(Error::Invalid {
+                what: format!("process name `{}`", spec.name),
+                message: "must be one path segment without spaces, and not a component's name"
+                    .into(),
+            });
+        }
+        let mut extras = self.lock_extras();
+        if extras
+            .iter()
+            .any(|p| p.name == spec.name && p.pid().is_some())
+        {
+            return Err(Error::Invalid {
+                what: format!("process `{}`", spec.name),
+                message: "is running already".into(),
+            });
+        }
+        extras.retain(|p| p.name != spec.name);
+        let log = self.process_log(&spec.name);
+        let process = Process::spawn(spec.name, &spec.binary, spec.args, spec.env, log)?;
+        let pid = process.pid().unwrap_or_default();
+        extras.push(process);
+        drop(extras);
+        self.record_pids()?;
+        Ok(pid)
+    }
+
+    /// The log file of a process started with [`LocalCluster::start_process`].
+    pub fn process_log(&self, name: &str) -> PathBuf {
+        self.dir.join("logs").join(format!("{name}.log"))
+    }
+
+    /// `Ok` while the process `name` runs; else [`Error::ComponentExited`] with the last
+    /// lines of its log (or [`Error::Invalid`] if no such process was started).
+    ///
+    /// # Errors
+    ///
+    /// As above.
+    pub fn check_process(&self, name: &str, when: &str) -> Result<()> {
+        let mut extras = self.lock_extras();
+        let process = extras
+            .iter_mut()
+            .find(|p| p.name == name)
+            .ok_or_else(|| Error::Invalid {
+                what: format!("process `{name}`"),
+                message: "was not started on this cluster".into(),
+            })?;
+        process.check_alive(when)
+    }
+
+    /// The pid of the process `name`, while it runs.
+    pub fn process_pid(&self, name: &str) -> Option<u32> {
+        self.lock_extras()
+            .iter()
+            .find(|p| p.name == name)
+            .and_then(Process::pid)
+    }
+
+    /// Stops the process `name` (SIGTERM to its group, SIGKILL after 10 s) and forgets it.
+    /// Stopping one that is not running is fine.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the pids record cannot be written.
+    pub async fn stop_process(&self, name: &str) -> Result<()> {
+        let process = {
+            let mut extras = self.lock_extras();
+            let i = extras.iter().position(|p| p.name == name);
+            i.map(|i| extras.remove(i))
+        };
+        if let Some(mut process) = process {
+            let _ =
+                tokio::task::spawn_blocking(move || process.stop(Duration::from_secs(10))).await;
+        }
+        self.record_pids()
+    }
+
+    /// Starts a second kube-scheduler, `name`, with `config` (usually
+    /// [`SchedulerConfig::without_default_profile`] and the profiles it serves), on a free
+    /// port, and waits until it is ready: a scheduler of its own for pods that name its
+    /// profile, so that an extender (HAMi's) sees only those and the cluster's own scheduler
+    /// is left as it is. Stopped with [`LocalCluster::stop_process`] or with the cluster.
+    ///
+    /// ```no_run
+    /// # async fn f(cluster: &hami_e2e_k8s::local::LocalCluster) -> hami_e2e_k8s::Result<()> {
+    /// use hami_e2e_k8s::local::SchedulerConfig;
+    ///
+    /// let config = SchedulerConfig::default()
+    ///     .without_default_profile()
+    ///     .profile(serde_json::json!({"schedulerName": "my-scheduler"}));
+    /// cluster.start_scheduler("my-kube-scheduler", &config).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoFreePort`], [`Error::Io`], and as [`LocalCluster::start_process`];
+    /// [`Error::ComponentExited`] or [`Error::NotReady`] with its log's last lines when it
+    /// does not become ready.
+    pub async fn start_scheduler(&self, name: &str, config: &SchedulerConfig) -> Result<()> {
+        let binary = self
+            .lock()
+            .get(&Component::Scheduler)
+            .map(|p| p.binary.clone())
+            .ok_or_else(|| Error::Invalid {
+                what: format!("scheduler `{name}`"),
+                message: "the cluster's kube-scheduler is not running".into(),
+            })?;
+        let port = std::net::TcpListener::bind(("127.0.0.1", 0))
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .map_err(|source| Error::NoFreePort {
+                component: "a second kube-scheduler",
+                source,
+            })?;
+        let config_path = self.dir.join(format!("{name}.json"));
+        write(&config_path, &config.to_json(&self.kubeconfig).to_string())?;
+        let kc = self.kubeconfig.display().to_string();
+        let cert_dir = self.dir.join("pki").join(name);
+        self.start_process(
+            ProcessSpec::new(name, binary)
+                .arg(format!("--config={}", config_path.display()))
+                .arg("--bind-address=127.0.0.1")
+                .arg(format!("--secure-port={port}"))
+                .arg(format!("--cert-dir={}", cert_dir.display()))
+                .arg(format!("--authentication-kubeconfig={kc}"))
+                .arg(format!("--authorization-kubeconfig={kc}"))
+                .arg("--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics")
+                .arg("--v=2"),
+        )?;
+        let url = format!("https://127.0.0.1:{port}");
+        let client = health_client(&url)?;
+        let started = Instant::now();
+        loop {
+            self.check_process(name, "during start-up")?;
+            let answer = probe(&client, "/readyz")
+                .with_subscriber(tracing::subscriber::NoSubscriber::default())
+                .await;
+            match answer {
+                Ok(_) => return Ok(()),
+                Err(last) if started.elapsed() > self.start_timeout => {
+                    let log = self.process_log(name);
+                    return Err(Error::NotReady {
+                        component: name.to_string(),
+                        waited: started.elapsed(),
+                        last: format!("GET {url}/readyz: {last}"),
+                        log_tail: process::log_tail(&log, 20),
+                        log,
+                    });
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
     /// Where commands run by `exec` into fake pods run, with
     /// [`LocalClusterOptions::host_exec`].
     pub fn exec_dir(&self) -> PathBuf {
@@ -942,7 +1219,8 @@ impl LocalCluster {
     /// [`Error::Io`] if the folder cannot be removed.
     pub async fn stop(&self) -> Result<()> {
         let processes = Arc::clone(&self.processes);
-        let _ = tokio::task::spawn_blocking(move || stop_all(&processes)).await;
+        let extras = Arc::clone(&self.extras);
+        let _ = tokio::task::spawn_blocking(move || stop_all(&extras, &processes)).await;
         self.remove_dir()
     }
 
@@ -963,8 +1241,12 @@ impl LocalCluster {
     }
 }
 
-/// Stops the processes in reverse start order.
-fn stop_all(processes: &Mutex<BTreeMap<Component, Process>>) {
+/// Stops the extra processes, then the components, in reverse start order.
+fn stop_all(extras: &Mutex<Vec<Process>>, processes: &Mutex<BTreeMap<Component, Process>>) {
+    let mut extras = extras.lock().unwrap_or_else(PoisonError::into_inner);
+    while let Some(mut p) = extras.pop() {
+        p.stop(Duration::from_secs(10));
+    }
     let mut map = processes.lock().unwrap_or_else(PoisonError::into_inner);
     while let Some((_, mut p)) = map.pop_last() {
         p.stop(Duration::from_secs(10));
@@ -973,7 +1255,7 @@ fn stop_all(processes: &Mutex<BTreeMap<Component, Process>>) {
 
 impl Drop for LocalCluster {
     fn drop(&mut self) {
-        stop_all(&self.processes);
+        stop_all(&self.extras, &self.processes);
         let _ = self.remove_dir();
     }
 }

@@ -16,9 +16,10 @@ use crate::error::{Error, Result};
 /// A component of the local cluster, running or stopped.
 #[derive(Debug)]
 pub(crate) struct Process {
-    pub(crate) name: &'static str,
+    pub(crate) name: String,
     pub(crate) binary: PathBuf,
     pub(crate) args: Vec<String>,
+    pub(crate) env: Vec<(String, String)>,
     pub(crate) log: PathBuf,
     child: Option<Child>,
 }
@@ -132,15 +133,17 @@ pub(crate) fn log_tail(path: &Path, lines: usize) -> String {
 impl Process {
     /// Starts `binary args...`, appending its output to `log`.
     pub(crate) fn spawn(
-        name: &'static str,
+        name: impl Into<String>,
         binary: &Path,
         args: Vec<String>,
+        env: Vec<(String, String)>,
         log: PathBuf,
     ) -> Result<Self> {
         let mut p = Process {
-            name,
+            name: name.into(),
             binary: binary.to_path_buf(),
             args,
+            env,
             log,
             child: None,
         };
@@ -165,16 +168,17 @@ impl Process {
         let err = file.try_clone().map_err(io_err)?;
         let mut cmd = Command::new(&self.binary);
         cmd.args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(file)
             .stderr(err);
         prepare(&mut cmd);
         let child = spawn_on_keeper(cmd).map_err(|source| Error::Spawn {
-            component: self.name.to_string(),
+            component: self.name.clone(),
             binary: self.binary.clone(),
             source,
         })?;
-        tracing::debug!(component = self.name, pid = child.id(), "started");
+        tracing::debug!(component = %self.name, pid = child.id(), "started");
         self.child = Some(child);
         Ok(())
     }
@@ -201,7 +205,7 @@ impl Process {
 
     fn exited(&self, status: &str, when: &str) -> Error {
         Error::ComponentExited {
-            component: self.name.to_string(),
+            component: self.name.clone(),
             status: status.to_string(),
             when: when.to_string(),
             log: self.log.clone(),
@@ -229,7 +233,7 @@ impl Process {
         signal_group(pid, libc::SIGKILL);
         let _ = child.kill();
         let _ = child.wait();
-        tracing::debug!(component = self.name, pid, "stopped");
+        tracing::debug!(component = %self.name, pid, "stopped");
     }
 }
 

@@ -1,0 +1,422 @@
+//! [`HamiFixture`]: the real HAMi for a run's scenarios, with fake devices.
+//!
+//! On the run's own local cluster it starts [`LocalHami`] (HAMi's scheduler and webhook as
+//! host processes) with the scheduler binary [`find_hami_scheduler_once`] finds
+//! (`HAMI_E2E_HAMI_SCHEDULER`, `HAMI_E2E_HAMI_SOURCE`, or the pinned module); under
+//! `cargo nextest`, where the run's processes share one local cluster, the shared cluster's
+//! supervisor runs the one HAMi of that cluster ([`start_for_shared_cluster`]) and every
+//! process attaches to it through the endpoint it publishes: two HAMi webhooks on one
+//! cluster would both mutate every pod. Each process runs its own [`FakeDeviceAgent`] for
+//! the fake nodes it adds with [`Hami::add_node`].
+//!
+//! Whether HAMi can be had is decided once per run, by the probe ([`probe`], recorded into
+//! the run's capabilities with [`record`]); HAMi's scenarios [`require`](requirement) it,
+//! so without a scheduler binary they are skipped with one reason naming the three ways to
+//! give one, and fail under `--require`.
+//!
+//! ```no_run
+//! # async fn f(ctx: &hami_e2e_core::Context) -> Result<(), hami_e2e_core::Failure> {
+//! use hami_e2e_devices::profiles;
+//! use hami_e2e_helm::HamiFixture;
+//!
+//! let hami = ctx.fixture::<HamiFixture>().await?;
+//! let node = hami
+//!     .add_node("hami-gpu-0", "nvidia", &profiles::default_for("nvidia").unwrap().fake_devices("hami-gpu-0", 2))
+//!     .await?;
+//! // ... pods pinned to `node` are mutated, filtered and bound by HAMi ...
+//! hami.remove_node(&node).await?;
+//! # Ok(()) }
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hami_e2e_core::{
+    Capabilities, Failure, Fixture, FixtureContext, Requirement, Scope, TeardownContext,
+};
+use hami_e2e_devices::{DeviceRegistry, FakeDeviceAgent, FakeDevices};
+use hami_e2e_k8s::local::{LocalCluster, NodeSpec};
+use hami_e2e_k8s::{Cluster, ClusterFixture, wait};
+use k8s_openapi::api::core::v1::Node;
+use kube::Api;
+use serde::{Deserialize, Serialize};
+
+use crate::binaries::{FindSchedulerError, HamiRelease, find_hami_scheduler_once};
+use crate::local::{HamiEndpoint, LocalHami, LocalHamiOptions};
+
+/// The capability flag the probe sets when HAMi can run for this run's scenarios.
+pub const HAMI_FLAG: &str = "hami";
+/// The capability fact naming the HAMi a run uses (`v2.10.0 (from HAMI_E2E_HAMI_SCHEDULER)`).
+pub const HAMI_FACT: &str = "hami";
+/// The capability fact with the reason HAMi cannot run (the skip reason of HAMi's scenarios).
+pub const HAMI_UNAVAILABLE_FACT: &str = "hami unavailable";
+/// The label on the fake nodes HAMi may use (`hami-e2e.io/hami-node=true`): HAMi's
+/// `--node-label-selector` on the local cluster, so the fake device pool and other
+/// scenarios' nodes stay out of its view.
+pub const HAMI_NODE_LABEL: &str = "hami-e2e.io/hami-node";
+/// The file in a shared cluster's folder where its supervisor publishes HAMi.
+pub const SHARED_HAMI_FILE: &str = "hami.json";
+
+/// What the supervisor of a shared cluster publishes about HAMi.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Published {
+    Running(HamiEndpoint),
+    Unavailable(String),
+    Failed(String),
+}
+
+/// Whether HAMi can run for a run's scenarios, as [`probe`] found out.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum HamiAvailability {
+    /// It can: the description of the HAMi that will run.
+    Available(String),
+    /// It cannot, and that is a reason to skip (no binary to be had).
+    Unavailable(String),
+    /// What was given is unusable: a failure of every HAMi scenario.
+    Failed(String),
+}
+
+/// The options HAMi runs with on the local cluster by default: HAMi's own defaults but the
+/// node lock timeout (30 s, so a missed acknowledgement costs a scenario 30 s, not 5 min),
+/// its API client's rate (`--kube-qps 50 --kube-burst 100`; at HAMi's 5 and 10 its
+/// handshakes and binds queue up behind client-side throttling) and the node selector
+/// [`HAMI_NODE_LABEL`].
+pub fn default_local_options() -> LocalHamiOptions {
+    let mut options = LocalHamiOptions::default();
+    options.node_lock_timeout = Duration::from_secs(30);
+    options.kube_qps_burst = Some((50, 100));
+    options
+        .values
+        .node_label_selector
+        .insert(HAMI_NODE_LABEL.into(), "true".into());
+    options
+}
+
+/// Finds out whether HAMi can run for scenarios on `cluster`, once per run: on the run's
+/// own local cluster, by finding the scheduler binary ([`find_hami_scheduler_once`]: a
+/// failed module build is tried once per process); on a nextest run's shared cluster, by
+/// reading what its supervisor published; elsewhere it cannot (yet).
+pub async fn probe(cluster: &Cluster) -> HamiAvailability {
+    if cluster.local().is_some() {
+        let release = match HamiRelease::from_env() {
+            Ok(r) => r,
+            Err(e) => return HamiAvailability::Failed(e.to_string()),
+        };
+        return match find_hami_scheduler_once(&Default::default(), &release).await {
+            Ok(s) => HamiAvailability::Available(format!("{} ({})", s.version, s.source)),
+            Err(FindSchedulerError::Unavailable { reason }) => {
+                HamiAvailability::Unavailable(reason)
+            }
+            Err(e) => HamiAvailability::Failed(e.to_string()),
+        };
+    }
+    if cluster.is_local() {
+        return match read_published() {
+            Ok(Published::Running(e)) => {
+                HamiAvailability::Available(format!("{} ({})", e.version, e.source))
+            }
+            Ok(Published::Unavailable(r)) => HamiAvailability::Unavailable(r),
+            Ok(Published::Failed(r)) => HamiAvailability::Failed(r),
+            Err(e) => HamiAvailability::Failed(e),
+        };
+    }
+    HamiAvailability::Unavailable(
+        "HAMi's scenarios run HAMi's scheduler on the local cluster, over fake nodes; this cluster was reached by kubeconfig".into(),
+    )
+}
+
+/// Records `availability` into `caps`: the flag [`HAMI_FLAG`] and the fact [`HAMI_FACT`],
+/// or the fact [`HAMI_UNAVAILABLE_FACT`] with the reason (a failure's reason starts with
+/// `failed:`).
+pub fn record(caps: Capabilities, availability: &HamiAvailability) -> Capabilities {
+    match availability {
+        HamiAvailability::Available(d) => caps.with_flag(HAMI_FLAG).with_fact(HAMI_FACT, d.clone()),
+        HamiAvailability::Unavailable(r) => caps.with_fact(HAMI_UNAVAILABLE_FACT, r.clone()),
+        HamiAvailability::Failed(r) => {
+            caps.with_fact(HAMI_UNAVAILABLE_FACT, format!("failed: {r}"))
+        }
+    }
+}
+
+/// What HAMi's scenarios require: [`HAMI_FLAG`]; a miss gives the probe's reason.
+///
+/// ```
+/// use hami_e2e_core::Capabilities;
+/// use hami_e2e_helm::{HamiAvailability, hami};
+///
+/// let caps = hami::record(Capabilities::default(), &HamiAvailability::Unavailable("no binary".into()));
+/// assert_eq!(hami::requirement().check(&caps).unwrap_err(), "no binary");
+/// let caps = hami::record(Capabilities::default(), &HamiAvailability::Available("v2.10.0".into()));
+/// assert!(hami::requirement().check(&caps).is_ok());
+/// ```
+pub fn requirement() -> Requirement {
+    Requirement::custom("HAMi's scheduler", |caps| {
+        if caps.flags.contains(HAMI_FLAG) {
+            Ok(())
+        } else {
+            Err(caps
+                .facts
+                .get(HAMI_UNAVAILABLE_FACT)
+                .cloned()
+                .unwrap_or_else(|| "needs HAMi's scheduler (the probe did not look)".into()))
+        }
+    })
+}
+
+fn shared_file() -> Option<PathBuf> {
+    hami_e2e_k8s::shared::nextest_run_id()
+        .map(|run| hami_e2e_k8s::shared::shared_dir(&run).join(SHARED_HAMI_FILE))
+}
+
+fn read_published() -> Result<Published, String> {
+    let path = shared_file().ok_or("not under nextest, and not the run's own local cluster")?;
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        format!(
+            "the shared cluster's supervisor published no HAMi (`{}`: {e})",
+            path.display()
+        )
+    })?;
+    serde_json::from_str(&text).map_err(|e| format!("`{}` is not readable: {e}", path.display()))
+}
+
+/// For the supervisor of a nextest run's shared cluster: starts the one HAMi of that
+/// cluster (when a scheduler binary can be had) and publishes it in `dir`, where
+/// [`HamiFixture`] and [`probe`] in the scenario processes find it. Returns the running
+/// HAMi, to [`LocalHami::stop`] before the cluster stops.
+pub async fn start_for_shared_cluster(
+    cluster: &LocalCluster,
+    dir: &std::path::Path,
+) -> Option<LocalHami> {
+    let (published, hami) = match start_local(cluster, "shared").await {
+        Ok(h) => (Published::Running(h.endpoint().clone()), Some(h)),
+        Err(Start::Unavailable(r)) => (Published::Unavailable(r), None),
+        Err(Start::Failed(f)) => (Published::Failed(f.to_string()), None),
+    };
+    if let Some(h) = &hami {
+        eprintln!("supervisor: {}", h.endpoint().describe());
+    }
+    let text = serde_json::to_string(&published).unwrap_or_default();
+    let tmp = dir.join(format!("{SHARED_HAMI_FILE}.tmp"));
+    if std::fs::write(&tmp, text).is_ok() {
+        let _ = std::fs::rename(&tmp, dir.join(SHARED_HAMI_FILE));
+    }
+    hami
+}
+
+enum Start {
+    Unavailable(String),
+    Failed(Failure),
+}
+
+async fn start_local(cluster: &LocalCluster, run_id: &str) -> Result<LocalHami, Start> {
+    let release = HamiRelease::from_env().map_err(|e| Start::Failed(e.into()))?;
+    let scheduler = match find_hami_scheduler_once(&Default::default(), &release).await {
+        Ok(s) => s,
+        Err(FindSchedulerError::Unavailable { reason }) => return Err(Start::Unavailable(reason)),
+        Err(e) => return Err(Start::Failed(e.into())),
+    };
+    let mut options = default_local_options();
+    options.labels = BTreeMap::from([
+        (
+            hami_e2e_k8s::RUN_LABEL.to_string(),
+            hami_e2e_k8s::label_value(run_id),
+        ),
+        (
+            hami_e2e_k8s::MANAGED_BY_LABEL.to_string(),
+            hami_e2e_k8s::MANAGED_BY.to_string(),
+        ),
+    ]);
+    LocalHami::start(cluster, &scheduler, options)
+        .await
+        .map_err(|e| Start::Failed(e.into()))
+}
+
+/// The real HAMi, for a run's scenarios; see the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct HamiFixture {
+    registry: Arc<DeviceRegistry>,
+}
+
+impl HamiFixture {
+    /// HAMi for the backends of `registry` (whose fake devices its agent plays).
+    pub fn new(registry: Arc<DeviceRegistry>) -> Self {
+        Self { registry }
+    }
+}
+
+/// HAMi as a scenario sees it: where it listens, the fake device agent, and fake nodes.
+pub struct Hami {
+    endpoint: HamiEndpoint,
+    local: Option<LocalHami>,
+    agent: FakeDeviceAgent,
+    client: kube::Client,
+    registry: Arc<DeviceRegistry>,
+    cluster: Arc<Cluster>,
+}
+
+impl std::fmt::Debug for Hami {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hami")
+            .field("endpoint", &self.endpoint)
+            .field("agent", &self.agent)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Hami {
+    /// Where it listens and logs.
+    pub fn endpoint(&self) -> &HamiEndpoint {
+        &self.endpoint
+    }
+
+    /// The fake device agent of this process (faults: [`FakeDeviceAgent`]).
+    pub fn agent(&self) -> &FakeDeviceAgent {
+        &self.agent
+    }
+
+    /// HAMi's scheduler name: what its webhook writes into pods.
+    pub fn scheduler_name(&self) -> &str {
+        &self.endpoint.scheduler_name
+    }
+
+    /// HAMi's process on this process's local cluster, if this process started it (not
+    /// under nextest, where the shared cluster's supervisor runs it).
+    pub fn local(&self) -> Option<&LocalHami> {
+        self.local.as_ref()
+    }
+
+    /// Adds a fake node `name` with `devices` of `vendor` (its register annotation and
+    /// count in capacity and allocatable, next to cpu, memory and pods; labelled
+    /// [`HAMI_NODE_LABEL`]), waits until it is Ready, hands it to the fake device agent, and
+    /// waits until HAMi has registered it (its metrics show the node). Returns the name.
+    ///
+    /// # Errors
+    ///
+    /// The backend's errors for `devices`; the API server's for the node; a timeout naming
+    /// the node when KWOK or HAMi do not take it within 30 s.
+    pub async fn add_node(
+        &self,
+        name: &str,
+        vendor: &str,
+        devices: &FakeDevices,
+    ) -> Result<String, Failure> {
+        let backend = self.registry.get(vendor)?;
+        let fake = backend.fake_node(devices)?;
+        let mut spec = NodeSpec::new(name).label(HAMI_NODE_LABEL, "true");
+        for (k, v) in &fake.annotations {
+            spec = spec.annotation(k, v);
+        }
+        for (k, v) in &fake.capacity {
+            spec = spec.capacity(k, &v.0).allocatable(k, &v.0);
+        }
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        nodes
+            .create(&Default::default(), &spec.to_node()?)
+            .await
+            .map_err(|e| Failure::from(e).context(format!("cannot add fake node `{name}`")))?;
+        wait::until(
+            &nodes,
+            name,
+            "to be Ready",
+            Duration::from_secs(30),
+            |n: Option<&Node>| n.is_some_and(wait::node_is_ready),
+        )
+        .await?;
+        self.agent.manage(name, [backend.vendor()]);
+        self.endpoint
+            .wait_registered(&[name], Duration::from_secs(30))
+            .await?;
+        Ok(name.to_owned())
+    }
+
+    /// Deletes a fake node added with [`add_node`](Self::add_node) and stops playing its
+    /// devices.
+    ///
+    /// # Errors
+    ///
+    /// The API server's, but for a node that is gone already.
+    pub async fn remove_node(&self, name: &str) -> Result<(), Failure> {
+        self.agent.forget(name);
+        match Api::<Node>::all(self.client.clone())
+            .delete(name, &Default::default())
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) => Err(Failure::from(e).context(format!("cannot delete fake node `{name}`"))),
+        }
+    }
+
+    /// The end of HAMi's and the HAMi kube-scheduler's logs, and HAMi's lines about
+    /// `pod`: for a failed scenario's diagnostics.
+    pub fn diagnostics(&self, pod: Option<&str>) -> String {
+        let mut out = format!(
+            "{}\n--- last lines of {}:\n{}\n--- last lines of {}:\n{}\n",
+            self.endpoint.describe(),
+            self.endpoint.log.display(),
+            self.endpoint.log_tail(40),
+            self.endpoint.kube_scheduler_log.display(),
+            self.endpoint.kube_scheduler_log_tail(20),
+        );
+        if let Some(pod) = pod {
+            out.push_str(&format!("--- HAMi's lines about {pod}:\n"));
+            for l in self.endpoint.log_lines_about(pod, 30) {
+                out.push_str(&l);
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
+impl Fixture for HamiFixture {
+    type Output = Hami;
+
+    fn name(&self) -> String {
+        "hami".into()
+    }
+
+    fn scope(&self) -> Scope {
+        Scope::Run
+    }
+
+    async fn setup(&self, ctx: &FixtureContext) -> Result<Hami, Failure> {
+        let cluster = ctx.fixture::<ClusterFixture>().await?;
+        let (endpoint, local) = if let Some(lc) = cluster.local() {
+            let hami = match start_local(lc, ctx.run_id()).await {
+                Ok(h) => h,
+                Err(Start::Unavailable(r)) => return Err(Failure::msg(r)),
+                Err(Start::Failed(f)) => return Err(f),
+            };
+            (hami.endpoint().clone(), Some(hami))
+        } else {
+            match read_published() {
+                Ok(Published::Running(e)) => (e, None),
+                Ok(Published::Unavailable(r) | Published::Failed(r)) | Err(r) => {
+                    return Err(Failure::msg(r));
+                }
+            }
+        };
+        tracing::info!(hami = %endpoint.describe(), "HAMi for this run");
+        let agent = FakeDeviceAgent::start(cluster.client(), Arc::clone(&self.registry));
+        Ok(Hami {
+            endpoint,
+            local,
+            agent,
+            client: cluster.client(),
+            registry: Arc::clone(&self.registry),
+            cluster,
+        })
+    }
+
+    async fn teardown(&self, hami: &Hami, _ctx: &TeardownContext) -> Result<(), Failure> {
+        if let (Some(local), Some(lc)) = (&hami.local, hami.cluster.local()) {
+            local.stop(lc).await?;
+        }
+        Ok(())
+    }
+}
