@@ -190,6 +190,22 @@ impl Case {
         Ok(())
     }
 
+    /// Waits (up to 10 s) until the fake device agent has counted `n` acknowledged
+    /// allocations on `node` (it counts once it has also released the lock), and checks it.
+    async fn acknowledged(&self, node: &str, n: u64) -> Result<(), Failure> {
+        let agent = self.hami.agent();
+        let started = Instant::now();
+        while agent.acknowledged(node) < n && started.elapsed() < Duration::from_secs(10) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let got = agent.acknowledged(node);
+        ensure!(
+            got == n,
+            "the fake device plugin acknowledged {got} allocations on {node}, not {n}"
+        );
+        Ok(())
+    }
+
     /// Waits for a `reason` event about pod `name` whose message contains `message`.
     async fn event(&self, name: &str, reason: &str, message: &str) -> Result<String, Failure> {
         let e = wait::event_with_message(
@@ -300,12 +316,7 @@ fn allocation(vendor: &str) -> hami_e2e_core::FnScenario {
         c.ctx
             .step("the node lock is released", c.lock_released(&node))
             .await?;
-        ensure!(
-            c.hami.agent().acknowledged(&node) == 1,
-            "the fake device plugin acknowledged {} allocations on {node}, not 1",
-            c.hami.agent().acknowledged(&node)
-        );
-        Ok(())
+        c.acknowledged(&node, 1).await
     })
 }
 
@@ -403,12 +414,8 @@ fn ten_in_a_row(vendor: &str) -> hami_e2e_core::FnScenario {
             slowest < Duration::from_secs(15),
             "the slowest of ten pods took {slowest:.1?} to run: one waited for a node lock"
         );
-        ensure!(
-            c.hami.agent().acknowledged(&node) == 10,
-            "the fake device plugin acknowledged {} of 10 allocations",
-            c.hami.agent().acknowledged(&node)
-        );
-        c.lock_released(&node).await
+        c.lock_released(&node).await?;
+        c.acknowledged(&node, 10).await
     })
 }
 
