@@ -86,9 +86,11 @@ pub enum HamiAvailability {
 /// handshakes and binds queue up behind client-side throttling) and the node selector
 /// [`HAMI_NODE_LABEL`].
 pub fn default_local_options() -> LocalHamiOptions {
-    let mut options = LocalHamiOptions::default();
-    options.node_lock_timeout = Duration::from_secs(30);
-    options.kube_qps_burst = Some((50, 100));
+    let mut options = LocalHamiOptions {
+        node_lock_timeout: Duration::from_secs(30),
+        kube_qps_burst: Some((50, 100)),
+        ..Default::default()
+    };
     options
         .values
         .node_label_selector

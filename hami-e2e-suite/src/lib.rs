@@ -247,6 +247,10 @@ impl Suite {
 ///
 /// The supervisor also runs the one HAMi of the shared cluster, when a HAMi scheduler can
 /// be had (see `hami_e2e_helm::hami`): every scenario process attaches to it.
+#[allow(
+    clippy::async_yields_async,
+    reason = "the companion's start yields the future that stops it, by design"
+)]
 pub fn supervise_if_asked() -> bool {
     let hami: hami_e2e_k8s::shared::Companion = Box::new(|cluster, dir| {
         Box::pin(async move {
