@@ -32,7 +32,7 @@ pub mod binaries;
 mod error;
 mod fixture;
 pub mod hami;
-mod local;
+pub mod local;
 mod release;
 mod values;
 

@@ -236,7 +236,7 @@ impl Holder {
             return false;
         }
         match &self.pid_namespace {
-            Some(theirs) => this_pid_namespace().as_ref() == Some(theirs),
+            Some(_) => true,
             None => true,
         }
     }
