@@ -236,7 +236,7 @@ impl Holder {
             return false;
         }
         match &self.pid_namespace {
-            Some(_) => true,
+            Some(theirs) => this_pid_namespace().as_ref() == Some(theirs),
             None => true,
         }
     }
@@ -386,8 +386,8 @@ impl RunLease {
     }
 
     /// Looks for dead runs every `period` from now on (the first time one period from now),
-    /// or never with `None`: each time, [`reap_except`] the lease's own run, logging at
-    /// info level what was reaped, and as a warning why it could not be.
+    /// or never with `None` (or a zero period): each time, [`reap_except`] the lease's own
+    /// run, logging at info level what was reaped, and as a warning why it could not be.
     pub fn reap_every(mut self, period: Option<Duration>) -> RunLease {
         if let Some((_, task)) = self.reaper.take() {
             task.abort();
