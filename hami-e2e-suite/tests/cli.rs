@@ -112,8 +112,13 @@ async fn run_list_and_sweep_against_a_users_cluster() {
         "{verdict}"
     );
     assert!(
-        verdict.contains("nvidia     -               -       0       0        2"),
+        verdict.contains("nvidia     -               -       0       0        3"),
         "{verdict}"
+    );
+    // HAMi on fake devices needs the local cluster too: skipped with the reason.
+    assert!(
+        out.contains("test hami::nvidia::allocation ... ignored, needs local-cluster"),
+        "{out}"
     );
     assert!(verdict.contains("nvidia     pass (2 passed)"), "{verdict}");
     // node-selector labelled the GPU node for its pod; the label and its record are gone.
