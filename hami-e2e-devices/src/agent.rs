@@ -285,18 +285,36 @@ impl FakeDeviceAgent {
         Ok(())
     }
 
-    /// Sets `vendor`'s count resource on `node` to 0 in capacity and allocatable, as
-    /// kubelet does when the vendor's device plugin goes away.
+    /// Sets `vendor`'s resources on `node` to 0 in capacity and allocatable, as kubelet does
+    /// when the vendor's device plugin goes away: its count and, where the node lists them
+    /// (Cambricon, whose devices HAMi reads from capacity), its memory and cores.
     ///
     /// # Errors
     ///
     /// [`Error::UnknownVendor`] for a vendor not in the registry; [`Error::Cluster`] when the
-    /// node's status cannot be patched.
+    /// node cannot be read or its status patched.
     pub async fn remove_devices(&self, node: &str, vendor: &str) -> Result<()> {
         let backend = self.registry.get(vendor)?;
-        let count = backend.resource_names().count.clone();
+        let names = backend.resource_names();
         let nodes: Api<Node> = Api::all(self.client.clone());
-        let patch = json!({"status": {"capacity": {&count: "0"}, "allocatable": {&count: "0"}}});
+        let current = nodes
+            .get(node)
+            .await
+            .map_err(api_error("get", format!("node/{node}")))?;
+        let listed = current
+            .status
+            .as_ref()
+            .and_then(|s| s.capacity.as_ref())
+            .cloned()
+            .unwrap_or_default();
+        let mut zero = serde_json::Map::new();
+        zero.insert(names.count.clone(), json!("0"));
+        for name in [&names.memory, &names.cores].into_iter().flatten() {
+            if listed.contains_key(name) {
+                zero.insert(name.clone(), json!("0"));
+            }
+        }
+        let patch = json!({"status": {"capacity": zero, "allocatable": zero}});
         nodes
             .patch_status(node, &PatchParams::default(), &Patch::Merge(patch))
             .await

@@ -36,7 +36,7 @@ use std::time::Duration;
 use hami_e2e_core::{
     Capabilities, Failure, Fixture, FixtureContext, Requirement, Scope, TeardownContext,
 };
-use hami_e2e_devices::{DeviceRegistry, FakeDeviceAgent, FakeDevices};
+use hami_e2e_devices::{DeviceBackend, DeviceRegistry, FakeDeviceAgent, FakeDevices};
 use hami_e2e_k8s::local::{LocalCluster, NodeSpec};
 use hami_e2e_k8s::{Cluster, ClusterFixture, wait};
 use k8s_openapi::api::core::v1::Node;
@@ -237,6 +237,55 @@ async fn start_local(cluster: &LocalCluster, run_id: &str) -> Result<LocalHami, 
         .map_err(|e| Start::Failed(e.into()))
 }
 
+/// Creates fake node `name` with `devices` of `backend` (its register annotation and count
+/// in capacity and allocatable, next to cpu, memory and pods; labelled [`HAMI_NODE_LABEL`],
+/// so the local HAMi sees it) and waits until it is Ready. [`Hami::add_node`] does this,
+/// then hands the node to the fake device agent and waits for HAMi; this is for a program
+/// that runs [`LocalHami`] and a [`FakeDeviceAgent`] itself (a benchmark, say).
+///
+/// ```no_run
+/// # async fn f(client: kube::Client) -> Result<(), hami_e2e_core::Failure> {
+/// use hami_e2e_devices::{Nvidia, profiles};
+///
+/// let t4 = profiles::default_for("nvidia").unwrap().fake_devices("gpu-0", 8);
+/// hami_e2e_helm::hami::create_fake_node(&client, &Nvidia::default(), "gpu-0", &t4).await?;
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+///
+/// The backend's errors for `devices`; the API server's for the node; a timeout naming the
+/// node when KWOK does not make it Ready within 30 s.
+pub async fn create_fake_node(
+    client: &kube::Client,
+    backend: &dyn DeviceBackend,
+    name: &str,
+    devices: &FakeDevices,
+) -> Result<(), Failure> {
+    let fake = backend.fake_node(devices)?;
+    let mut spec = NodeSpec::new(name).label(HAMI_NODE_LABEL, "true");
+    for (k, v) in &fake.annotations {
+        spec = spec.annotation(k, v);
+    }
+    for (k, v) in &fake.capacity {
+        spec = spec.capacity(k, &v.0).allocatable(k, &v.0);
+    }
+    let nodes: Api<Node> = Api::all(client.clone());
+    nodes
+        .create(&Default::default(), &spec.to_node()?)
+        .await
+        .map_err(|e| Failure::from(e).context(format!("cannot add fake node `{name}`")))?;
+    wait::until(
+        &nodes,
+        name,
+        "to be Ready",
+        Duration::from_secs(30),
+        |n: Option<&Node>| n.is_some_and(wait::node_is_ready),
+    )
+    .await?;
+    Ok(())
+}
+
 /// The real HAMi, for a run's scenarios; see the [module docs](self).
 #[derive(Debug, Clone)]
 pub struct HamiFixture {
@@ -258,6 +307,8 @@ pub struct Hami {
     client: kube::Client,
     registry: Arc<DeviceRegistry>,
     cluster: Arc<Cluster>,
+    /// The run's artifacts folder, where teardown leaves HAMi's logs.
+    artifacts: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Hami {
@@ -307,27 +358,7 @@ impl Hami {
         devices: &FakeDevices,
     ) -> Result<String, Failure> {
         let backend = self.registry.get(vendor)?;
-        let fake = backend.fake_node(devices)?;
-        let mut spec = NodeSpec::new(name).label(HAMI_NODE_LABEL, "true");
-        for (k, v) in &fake.annotations {
-            spec = spec.annotation(k, v);
-        }
-        for (k, v) in &fake.capacity {
-            spec = spec.capacity(k, &v.0).allocatable(k, &v.0);
-        }
-        let nodes: Api<Node> = Api::all(self.client.clone());
-        nodes
-            .create(&Default::default(), &spec.to_node()?)
-            .await
-            .map_err(|e| Failure::from(e).context(format!("cannot add fake node `{name}`")))?;
-        wait::until(
-            &nodes,
-            name,
-            "to be Ready",
-            Duration::from_secs(30),
-            |n: Option<&Node>| n.is_some_and(wait::node_is_ready),
-        )
-        .await?;
+        create_fake_node(&self.client, backend, name, devices).await?;
         self.agent.manage(name, [backend.vendor()]);
         self.endpoint
             .wait_registered(&[name], Duration::from_secs(30))
@@ -412,12 +443,25 @@ impl Fixture for HamiFixture {
             client: cluster.client(),
             registry: Arc::clone(&self.registry),
             cluster,
+            artifacts: ctx.artifacts_dir().ok(),
         })
     }
 
     async fn teardown(&self, hami: &Hami, _ctx: &TeardownContext) -> Result<(), Failure> {
         if let (Some(local), Some(lc)) = (&hami.local, hami.cluster.local()) {
             local.stop(lc).await?;
+            // The cluster's folder goes with the cluster: keep HAMi's logs with the run's.
+            if let Some(dir) = &hami.artifacts {
+                let dir = dir.join("hami");
+                std::fs::create_dir_all(&dir)?;
+                for log in [&hami.endpoint.log, &hami.endpoint.kube_scheduler_log] {
+                    if let Some(name) = log.file_name() {
+                        std::fs::copy(log, dir.join(name)).map_err(|e| {
+                            Failure::from(e).context(format!("cannot keep {}", log.display()))
+                        })?;
+                    }
+                }
+            }
         }
         Ok(())
     }

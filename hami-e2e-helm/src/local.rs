@@ -213,9 +213,17 @@ impl HamiEndpoint {
         }
     }
 
-    /// The last `lines` lines of HAMi's log.
+    /// The last `lines` lines of HAMi's log, leaving out the lines its metrics collection
+    /// writes (two per container each time the metrics are read, at HAMi's default
+    /// verbosity, which would crowd out the rest).
     pub fn log_tail(&self, lines: usize) -> String {
-        tail(&self.log, lines)
+        let text = std::fs::read(&self.log).unwrap_or_default();
+        let text = String::from_utf8_lossy(&text);
+        let kept: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.contains(" metrics.go:"))
+            .collect();
+        kept[kept.len().saturating_sub(lines)..].join("\n")
     }
 
     /// The last `lines` lines of the HAMi kube-scheduler's log.

@@ -46,6 +46,8 @@ mod devices;
 mod hami;
 pub mod verdict;
 
+pub use hami::HAMI_BUG;
+
 pub use devices::{
     DevicePoolFixture, DevicesFixture, FAKE_DEVICES_LABEL, LOCAL_CLUSTER, POOL_DEVICES_PER_NODE,
     SELECTOR_LABEL, fake_node_spec,
