@@ -149,6 +149,7 @@ mod hygon;
 mod node;
 mod nvidia;
 pub mod nvidia_smi;
+pub mod oracle;
 mod pod;
 pub mod profiles;
 mod registry;

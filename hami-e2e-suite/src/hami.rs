@@ -7,6 +7,7 @@
 //! without sharing a device. On failure, the tail of HAMi's and the HAMi kube-scheduler's
 //! logs and HAMi's lines about the scenario's pods are attached to the report.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -109,6 +110,8 @@ struct Case {
     registry: Arc<DeviceRegistry>,
     vendor: String,
     ns: Arc<TestNamespace>,
+    /// The fake nodes this scenario added: the allocation oracle checks their devices.
+    nodes: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Case {
@@ -129,6 +132,10 @@ impl Case {
             self.ctx.attempt()
         ));
         let fake: FakeDevices = profile.fake_devices(&name, devices);
+        self.nodes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(name.clone());
         let hami = Arc::clone(&self.hami);
         let cleanup = name.clone();
         self.ctx.defer(format!("remove node {name}"), async move {
@@ -354,6 +361,100 @@ impl Case {
     }
 }
 
+/// The sum of `hami_vgpu_memory_allocated_bytes` per (node, device) in a metrics text.
+fn vgpu_memory_by_device(metrics: &str) -> BTreeMap<(String, String), f64> {
+    let label = |line: &str, name: &str| -> Option<String> {
+        let start = line.find(&format!("{name}=\""))? + name.len() + 2;
+        let end = line[start..].find('"')? + start;
+        Some(line[start..end].to_owned())
+    };
+    let mut sums = BTreeMap::new();
+    for line in metrics
+        .lines()
+        .filter(|l| l.starts_with("hami_vgpu_memory_allocated_bytes{"))
+    {
+        let (Some(node), Some(device), Some(value)) = (
+            label(line, "node"),
+            label(line, "device_uuid"),
+            line.rsplit_once(' ')
+                .and_then(|(_, v)| v.parse::<f64>().ok()),
+        ) else {
+            continue;
+        };
+        *sums.entry((node, device)).or_insert(0.0) += value;
+    }
+    sums
+}
+
+/// The allocation oracle after a HAMi scenario ([`hami_e2e_devices::oracle`]): every device
+/// of the scenario's nodes within its memory, cores and split count by the allocation
+/// annotations of all pods HAMi placed on them, every allocation of the scenario's pods
+/// naming a real node and device, and HAMi's `hami_vgpu_memory_allocated_bytes` adding up
+/// to the same memory per device.
+async fn allocation_oracle(
+    hami: &Hami,
+    registry: &DeviceRegistry,
+    ns: &TestNamespace,
+    nodes: Arc<std::sync::Mutex<Vec<String>>>,
+) -> Result<(), Failure> {
+    let mine = nodes
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    if mine.is_empty() {
+        return Ok(());
+    }
+    let client = ns.client();
+    let all_nodes = Api::<Node>::all(client.clone())
+        .list(&ListParams::default().labels(&format!("{}=true", hami_e2e_helm::HAMI_NODE_LABEL)))
+        .await?
+        .items;
+    let pods: Vec<Pod> = Api::<Pod>::all(client)
+        .list(&ListParams::default().labels(hami_e2e_devices::VGPU_NODE))
+        .await?
+        .items
+        .into_iter()
+        .filter(|p| {
+            p.annotations()
+                .get(hami_e2e_devices::VGPU_NODE)
+                .is_some_and(|n| mine.contains(n))
+                || p.namespace().as_deref() == Some(ns.name())
+        })
+        .collect();
+    let usage = hami_e2e_devices::oracle::check(registry, &all_nodes, &pods);
+    let problems: Vec<String> = usage
+        .violations
+        .iter()
+        .filter(|v| match v {
+            hami_e2e_devices::oracle::Violation::OverBudget { device, .. } => {
+                mine.contains(&device.node)
+            }
+            _ => true,
+        })
+        .map(ToString::to_string)
+        .collect();
+    ensure!(problems.is_empty(), "{}", problems.join("; "));
+    let metrics = hami.endpoint().metrics().await?;
+    let reported = vgpu_memory_by_device(&metrics);
+    for d in usage.devices.iter().filter(|d| mine.contains(&d.node)) {
+        let got = reported
+            .get(&(d.node.clone(), d.device.clone()))
+            .copied()
+            .unwrap_or(0.0);
+        let want = d.used_memory_mib as f64 * 1_048_576.0;
+        ensure!(
+            (got - want).abs() < 1.0,
+            "HAMi's hami_vgpu_memory_allocated_bytes for {} device {} on {} adds up to {got} bytes; its pods' allocations to {want} ({} MiB: {})",
+            d.vendor,
+            d.device,
+            d.node,
+            d.used_memory_mib,
+            d.pods.join(", ")
+        );
+    }
+    Ok(())
+}
+
 /// `hami::<vendor>::<name>`, requiring HAMi and a local cluster, its body given a [`Case`];
 /// on failure HAMi's diagnostics are attached.
 fn hami_scenario<F, Fut>(
@@ -387,8 +488,19 @@ where
                     registry: Arc::clone(&*registry),
                     vendor,
                     ns: Arc::clone(&ns),
+                    nodes: Arc::default(),
                 };
-                let result = body(case).await;
+                let nodes = Arc::clone(&case.nodes);
+                let mut result = body(case).await;
+                let oracle = ctx
+                    .step(
+                        "the allocation oracle: every device of the scenario's nodes within budget, HAMi's metrics agreeing",
+                        allocation_oracle(&hami, &registry, &ns, nodes),
+                    )
+                    .await;
+                if let (Ok(()), Err(e)) = (&result, oracle) {
+                    result = Err(e);
+                }
                 if result.is_err() {
                     ctx.attach("HAMi", hami.diagnostics(Some(ns.name())));
                 }
