@@ -56,6 +56,7 @@ async fn ready_once(release: KubernetesRelease, scheduler: &HamiScheduler) -> (D
         &Nvidia::default(),
         "gpu-0",
         &t4.fake_devices("gpu-0", DEVICES),
+        &[],
     )
     .await
     .expect("the fake node");
@@ -95,7 +96,7 @@ async fn schedule_once(
     let t4 = profiles::default_for("nvidia").expect("a T4 profile");
     let names: Vec<String> = (0..NODES).map(|i| format!("gpu-{i}")).collect();
     for name in &names {
-        create_fake_node(&client, &nvidia, name, &t4.fake_devices(name, DEVICES))
+        create_fake_node(&client, &nvidia, name, &t4.fake_devices(name, DEVICES), &[])
             .await
             .expect("the fake node");
         agent.manage(name, [nvidia.vendor()]);

@@ -238,7 +238,8 @@ async fn start_local(cluster: &LocalCluster, run_id: &str) -> Result<LocalHami, 
 }
 
 /// Creates fake node `name` with `devices` of `backend` (its register annotation and count
-/// in capacity and allocatable, next to cpu, memory and pods; labelled [`HAMI_NODE_LABEL`],
+/// in capacity and allocatable, next to cpu, memory and pods; labelled [`HAMI_NODE_LABEL`]
+/// and `labels`,
 /// so the local HAMi sees it) and waits until it is Ready. [`Hami::add_node`] does this,
 /// then hands the node to the fake device agent and waits for HAMi; this is for a program
 /// that runs [`LocalHami`] and a [`FakeDeviceAgent`] itself (a benchmark, say).
@@ -248,7 +249,7 @@ async fn start_local(cluster: &LocalCluster, run_id: &str) -> Result<LocalHami, 
 /// use hami_e2e_devices::{Nvidia, profiles};
 ///
 /// let t4 = profiles::default_for("nvidia").unwrap().fake_devices("gpu-0", 8);
-/// hami_e2e_helm::hami::create_fake_node(&client, &Nvidia::default(), "gpu-0", &t4).await?;
+/// hami_e2e_helm::hami::create_fake_node(&client, &Nvidia::default(), "gpu-0", &t4, &[]).await?;
 /// # Ok(()) }
 /// ```
 ///
@@ -261,9 +262,13 @@ pub async fn create_fake_node(
     backend: &dyn DeviceBackend,
     name: &str,
     devices: &FakeDevices,
+    labels: &[(&str, &str)],
 ) -> Result<(), Failure> {
     let fake = backend.fake_node(devices)?;
     let mut spec = NodeSpec::new(name).label(HAMI_NODE_LABEL, "true");
+    for (k, v) in labels {
+        spec = spec.label(*k, *v);
+    }
     for (k, v) in &fake.annotations {
         spec = spec.annotation(k, v);
     }
@@ -357,8 +362,24 @@ impl Hami {
         vendor: &str,
         devices: &FakeDevices,
     ) -> Result<String, Failure> {
+        self.add_labelled_node(name, vendor, devices, &[]).await
+    }
+
+    /// [`add_node`](Self::add_node) with `labels` on the node from its creation on (a
+    /// label patched later may reach the schedulers after a pod that selects it).
+    ///
+    /// # Errors
+    ///
+    /// As [`add_node`](Self::add_node).
+    pub async fn add_labelled_node(
+        &self,
+        name: &str,
+        vendor: &str,
+        devices: &FakeDevices,
+        labels: &[(&str, &str)],
+    ) -> Result<String, Failure> {
         let backend = self.registry.get(vendor)?;
-        create_fake_node(&self.client, backend, name, devices).await?;
+        create_fake_node(&self.client, backend, name, devices, labels).await?;
         self.agent.manage(name, [backend.vendor()]);
         self.endpoint
             .wait_registered(&[name], Duration::from_secs(30))

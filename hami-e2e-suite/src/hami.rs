@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use hami_e2e_core::{Context, Failure, Requirement, Scenario, ensure, scenario};
 use hami_e2e_devices::{
-    BIND_PHASE, DeviceBackend, DeviceRegistry, DeviceRequest, FakeDevices, PodRequest, profiles,
+    BIND_PHASE, DeviceBackend, DeviceRegistry, DeviceRequest, FakeDevices, PodOptions, PodRequest,
+    profiles,
 };
 use hami_e2e_helm::{Hami, HamiFixture};
 use hami_e2e_k8s::{ClusterFixture, NamespaceFixture, PodBuilder, TestNamespace, wait};
@@ -122,6 +123,18 @@ impl Case {
     /// Adds a fake node of `devices` devices of the vendor's profile, removed after the
     /// scenario; returns its name.
     async fn node(&self, what: &str, devices: u32) -> Result<String, Failure> {
+        self.node_with(what, devices, |_| {}, &[]).await
+    }
+
+    /// [`node`](Self::node), with `change` applied to the fake devices first (a split
+    /// count, say).
+    async fn node_with(
+        &self,
+        what: &str,
+        devices: u32,
+        change: impl FnOnce(&mut FakeDevices),
+        labels: &[(&str, &str)],
+    ) -> Result<String, Failure> {
         let backend = self.backend()?;
         let profile = profile_of(backend)
             .ok_or_else(|| Failure::msg(format!("no device profile for {}", self.vendor)))?;
@@ -131,7 +144,8 @@ impl Case {
             &self.ctx.run_id()[self.ctx.run_id().len().saturating_sub(6)..],
             self.ctx.attempt()
         ));
-        let fake: FakeDevices = profile.fake_devices(&name, devices);
+        let mut fake: FakeDevices = profile.fake_devices(&name, devices);
+        change(&mut fake);
         self.nodes
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -147,7 +161,8 @@ impl Case {
                     "add node {name} with {devices} {} and wait until HAMi registers it",
                     profile.model
                 ),
-                self.hami.add_node(&name, &self.vendor, &fake),
+                self.hami
+                    .add_labelled_node(&name, &self.vendor, &fake, labels),
             )
             .await
     }
@@ -236,6 +251,55 @@ impl Case {
             "the fake device plugin acknowledged {got} allocations on {node}, not {n}"
         );
         Ok(())
+    }
+
+    /// Waits until HAMi refuses pod `name` with `FilteringFailed` `... <reason>(...)` naming
+    /// `node`, and checks the pod is unbound and has no HAMi allocation.
+    async fn refused(&self, name: &str, reason: &str, node: &str) -> Result<(), Failure> {
+        let message = self
+            .ctx
+            .step(
+                format!("HAMi refuses {name}: {reason}"),
+                self.event(name, "FilteringFailed", reason),
+            )
+            .await?;
+        ensure!(
+            message.contains(node),
+            "HAMi's refusal of {name} does not name {node}: `{message}`"
+        );
+        self.unbound(name).await
+    }
+
+    /// Checks pod `name` is Pending, unbound, without `hami.io/vgpu-node`.
+    async fn unbound(&self, name: &str) -> Result<(), Failure> {
+        let pod = self.ns.api::<Pod>().get(name).await?;
+        let bound = pod.spec.as_ref().and_then(|s| s.node_name.clone());
+        ensure!(
+            phase(&pod) == "Pending" && bound.is_none(),
+            "pod {name} is {} on {bound:?}, not Pending and unbound",
+            phase(&pod)
+        );
+        ensure!(
+            !pod.annotations().contains_key(hami_e2e_devices::VGPU_NODE),
+            "HAMi wrote hami.io/vgpu-node on the refused pod {name}"
+        );
+        Ok(())
+    }
+
+    /// The devices of `node` as its registration lists them.
+    async fn devices_of(&self, node: &str) -> Result<Vec<hami_e2e_devices::NodeDevice>, Failure> {
+        let n = Api::<Node>::all(self.ns.client()).get(node).await?;
+        Ok(self.backend()?.node_devices(&n)?)
+    }
+
+    /// The ids of the devices HAMi allocated to `pod`.
+    fn device_ids(&self, pod: &Pod) -> Result<Vec<String>, Failure> {
+        Ok(self
+            .backend()?
+            .pod_allocation(pod.annotations())?
+            .devices()
+            .map(|d| d.id.clone())
+            .collect())
     }
 
     /// Waits for a `reason` event about pod `name` whose message contains `message`.
@@ -1151,6 +1215,360 @@ fn webhook_defaults(vendor: &str) -> hami_e2e_core::FnScenario {
     })
 }
 
+/// A pod asking `backend` for `request` on `node`, with `annotations`.
+fn hami_pod_annotated(
+    backend: &dyn DeviceBackend,
+    name: &str,
+    node: &str,
+    request: &DeviceRequest,
+    annotations: &[(String, String)],
+) -> Result<Pod, Failure> {
+    let mut pod =
+        hami_pod_builder(backend, name, request)?.node_selector("kubernetes.io/hostname", node);
+    for (k, v) in annotations {
+        pod = pod.annotation(k, v);
+    }
+    Ok(pod.build())
+}
+
+/// `hami::<vendor>::release`: a pod deleted frees its share: with 60 % of the one device
+/// taken, a second 60 % pod is refused (`CardInsufficientMemory`); once the first is
+/// deleted, the second is bound and runs.
+fn release(vendor: &str) -> hami_e2e_core::FnScenario {
+    hami_scenario(vendor, "release", &[], |c| async move {
+        let node = c.node("free", 1).await?;
+        let backend = c.backend()?;
+        let profile = profile_of(backend).ok_or_else(|| Failure::msg("no profile"))?;
+        let request = one_device(backend, profile.memory_mib * 3 / 5, 20);
+        c.create(&hami_pod(backend, "holder", &node, &request)?)
+            .await?;
+        c.running("holder", &node).await?;
+        c.create(&hami_pod(backend, "waiter", &node, &request)?)
+            .await?;
+        c.refused("waiter", "CardInsufficientMemory", &node).await?;
+        c.ctx
+            .step("the first pod is deleted", async {
+                let api = c.ns.api::<Pod>();
+                api.delete("holder", &DeleteParams::default().grace_period(0))
+                    .await?;
+                wait::deleted(&api, "holder", POD_WAIT).await?;
+                Ok::<_, Failure>(())
+            })
+            .await?;
+        let pod = c
+            .ctx
+            .step("the second pod runs", c.running("waiter", &node))
+            .await?;
+        c.check_allocation(&pod, &request, &node).await?;
+        Ok(())
+    })
+}
+
+/// `hami::<vendor>::too-many-devices`: a pod asking for two devices of a one-device node
+/// stays Pending with `FilteringFailed` `no available node` (HAMi's `NodeInsufficientDevice`
+/// has no per-reason event).
+fn too_many_devices(vendor: &str) -> hami_e2e_core::FnScenario {
+    hami_scenario(vendor, "too-many-devices", &[], |c| async move {
+        let node = c.node("few", 1).await?;
+        let backend = c.backend()?;
+        let request = DeviceRequest::devices(2);
+        c.create(&hami_pod(backend, "greedy", &node, &request)?)
+            .await?;
+        c.ctx
+            .step(
+                "HAMi finds no node",
+                c.event("greedy", "FilteringFailed", "no available node"),
+            )
+            .await?;
+        c.unbound("greedy").await
+    })
+}
+
+/// `hami::<vendor>::time-slicing`: on a device registered with a split count of 2, two
+/// small pods share it and a third is refused with `CardTimeSlicingExhausted`.
+fn time_slicing(vendor: &str) -> hami_e2e_core::FnScenario {
+    hami_scenario(vendor, "time-slicing", &[], |c| async move {
+        let node = c.node_with("slice", 1, |f| f.split = 2, &[]).await?;
+        let backend = c.backend()?;
+        let request = one_device(backend, 1000, 5);
+        for name in ["slice-1", "slice-2"] {
+            c.create(&hami_pod(backend, name, &node, &request)?).await?;
+            c.running(name, &node).await?;
+        }
+        c.create(&hami_pod(backend, "slice-3", &node, &request)?)
+            .await?;
+        c.refused("slice-3", "CardTimeSlicingExhausted", &node)
+            .await
+    })
+}
+
+/// `hami::<vendor>::cores` (vendors with a core share): two pods of 60 % of the one
+/// device's cores do not fit together: the second is refused with `CardInsufficientCore`.
+fn cores(vendor: &str) -> hami_e2e_core::FnScenario {
+    hami_scenario(vendor, "cores", &[], |c| async move {
+        let node = c.node("cores", 1).await?;
+        let backend = c.backend()?;
+        let request = one_device(backend, 1000, 60);
+        c.create(&hami_pod(backend, "cores-1", &node, &request)?)
+            .await?;
+        c.running("cores-1", &node).await?;
+        c.create(&hami_pod(backend, "cores-2", &node, &request)?)
+            .await?;
+        c.refused("cores-2", "CardInsufficientCore", &node).await
+    })
+}
+
+/// `hami::<vendor>::exclusive` (vendors with a core share): a pod asking 100 % of the
+/// cores of a device another pod already uses (with memory, no cores) is refused with
+/// `ExclusiveDeviceAllocateConflict`.
+fn exclusive(vendor: &str) -> hami_e2e_core::FnScenario {
+    hami_scenario(vendor, "exclusive", &[], |c| async move {
+        let node = c.node("excl", 1).await?;
+        let backend = c.backend()?;
+        c.create(&hami_pod(
+            backend,
+            "sharer",
+            &node,
+            &one_device(backend, 1000, 0),
+        )?)
+        .await?;
+        c.running("sharer", &node).await?;
+        c.create(&hami_pod(
+            backend,
+            "whole",
+            &node,
+            &one_device(backend, 1000, 100),
+        )?)
+        .await?;
+        c.refused("whole", "ExclusiveDeviceAllocateConflict", &node)
+            .await
+    })
+}
+
+/// `hami::<vendor>::device-choice`: the pod's use/avoid id annotations (the vendor's
+/// keys): asking for the second device's id puts the pod on it; avoiding it puts the pod
+/// on the first; an id no device has is refused with `CardUuidMismatch`.
+fn device_choice(vendor: &str) -> hami_e2e_core::FnScenario {
+    hami_scenario(vendor, "device-choice", &[], |c| async move {
+        let node = c.node("choice", 2).await?;
+        let backend = c.backend()?;
+        let devices = c.devices_of(&node).await?;
+        ensure!(
+            devices.len() == 2,
+            "{node} registers {} devices, not 2",
+            devices.len()
+        );
+        let request = one_device(backend, 1000, 10);
+        let cases = [
+            (
+                "use-second",
+                PodOptions::default().use_id(&devices[1].id),
+                Some(&devices[1].id),
+            ),
+            (
+                "avoid-second",
+                PodOptions::default().avoid_id(&devices[1].id),
+                Some(&devices[0].id),
+            ),
+            (
+                "use-missing",
+                PodOptions::default().use_id("no-such-device"),
+                None,
+            ),
+        ];
+        for (name, options, want) in cases {
+            let annotations: Vec<(String, String)> =
+                backend.pod_annotations(&options)?.into_iter().collect();
+            c.create(&hami_pod_annotated(
+                backend,
+                name,
+                &node,
+                &request,
+                &annotations,
+            )?)
+            .await?;
+            match want {
+                Some(id) => {
+                    let pod = c.running(name, &node).await?;
+                    let got = c.device_ids(&pod)?;
+                    ensure!(
+                        got == [id.clone()],
+                        "pod {name} ({annotations:?}) got {got:?}, not [{id}]"
+                    );
+                }
+                None => c.refused(name, "CardUuidMismatch", &node).await?,
+            }
+        }
+        Ok(())
+    })
+}
+
+/// `hami::<vendor>::device-type` (vendors with type annotations; **hami-bug** for
+/// Cambricon): a pod asking for a device type no device of the node has, or avoiding the
+/// node's own type, is refused with `CardTypeMismatch`.
+///
+/// What HAMi v2.10.0 does instead for Cambricon: it defines `cambricon.com/use-mlutype`
+/// and `cambricon.com/nouse-mlutype` (`pkg/device/cambricon/device.go`) but its
+/// `checkType` never reads them: the pod is bound to the node anyway.
+fn device_type(vendor: &str) -> hami_e2e_core::FnScenario {
+    let labels: &[&str] = if vendor == "cambricon" {
+        &[HAMI_BUG]
+    } else {
+        &[]
+    };
+    hami_scenario(vendor, "device-type", labels, |c| async move {
+        let node = c.node("type", 1).await?;
+        let backend = c.backend()?;
+        let devices = c.devices_of(&node).await?;
+        let own = devices
+            .first()
+            .map(|d| d.device_type.clone())
+            .ok_or_else(|| Failure::msg("no device"))?;
+        let request = one_device(backend, 1000, 10);
+        let types = [
+            (
+                "use-other-type",
+                PodOptions::default().use_type("NoSuchModel"),
+            ),
+            ("avoid-own-type", PodOptions::default().avoid_type(&own)),
+        ];
+        for (name, options) in types {
+            let annotations: Vec<(String, String)> =
+                backend.pod_annotations(&options)?.into_iter().collect();
+            c.create(&hami_pod_annotated(
+                backend,
+                name,
+                &node,
+                &request,
+                &annotations,
+            )?)
+            .await?;
+            c.refused(name, "CardTypeMismatch", &node).await?;
+        }
+        Ok(())
+    })
+}
+
+/// `hami::<vendor>::device-policy`: on a node of two devices with one already in use,
+/// `hami.io/gpu-scheduler-policy: binpack` puts a pod on the used device and `spread` on
+/// the idle one.
+fn device_policy(vendor: &str) -> hami_e2e_core::FnScenario {
+    hami_scenario(vendor, "device-policy", &["placement"], |c| async move {
+        let node = c.node("dpol", 2).await?;
+        let backend = c.backend()?;
+        let request = one_device(backend, 1000, 10);
+        c.create(&hami_pod(backend, "first", &node, &request)?)
+            .await?;
+        let first = c.running("first", &node).await?;
+        let used = c.device_ids(&first)?;
+        let policy = |p: &str| vec![("hami.io/gpu-scheduler-policy".to_string(), p.to_string())];
+        c.create(&hami_pod_annotated(
+            backend,
+            "binpack",
+            &node,
+            &request,
+            &policy("binpack"),
+        )?)
+        .await?;
+        let binpack = c.running("binpack", &node).await?;
+        let got = c.device_ids(&binpack)?;
+        ensure!(
+            got == used,
+            "binpack put the pod on {got:?}, not on the used device {used:?}"
+        );
+        c.create(&hami_pod_annotated(
+            backend,
+            "spread",
+            &node,
+            &request,
+            &policy("spread"),
+        )?)
+        .await?;
+        let spread = c.running("spread", &node).await?;
+        let got = c.device_ids(&spread)?;
+        ensure!(
+            got.len() == 1 && !used.contains(&got[0]),
+            "spread put the pod on {got:?}, not on the idle device (the used one is {used:?})"
+        );
+        Ok(())
+    })
+}
+
+/// `hami::<vendor>::node-policy`: of two nodes, one already holding a pod,
+/// `hami.io/node-scheduler-policy: binpack` puts a pod on the busy node and `spread` on
+/// the idle one.
+fn node_policy(vendor: &str) -> hami_e2e_core::FnScenario {
+    hami_scenario(vendor, "node-policy", &["placement"], |c| async move {
+        let key = "hami-e2e.io/policy-group";
+        let group = hami_e2e_k8s::label_value(&format!("{}-{}", c.ns.name(), c.ctx.attempt()));
+        let busy = c.node_with("busy", 1, |_| {}, &[(key, &group)]).await?;
+        let idle = c.node_with("idle", 1, |_| {}, &[(key, &group)]).await?;
+        let backend = c.backend()?;
+        let request = one_device(backend, 1000, 10);
+        c.create(&hami_pod(backend, "resident", &busy, &request)?)
+            .await?;
+        c.running("resident", &busy).await?;
+        for (name, want) in [("binpack", &busy), ("spread", &idle)] {
+            let pod = hami_pod_builder(backend, name, &request)?
+                .node_selector(key, &group)
+                .annotation("hami.io/node-scheduler-policy", name)
+                .build();
+            c.create(&pod).await?;
+            c.ctx
+                .step(
+                    format!("{name} puts the pod on {want}"),
+                    c.running(name, want),
+                )
+                .await?;
+        }
+        Ok(())
+    })
+}
+
+/// `hami::nvidia::cordon` (**hami-bug**): a device named in the node's
+/// `hami.io/device-cordon` receives no new pod (`CardCordoned`) within HAMi's register
+/// period.
+///
+/// What HAMi v2.10.0 does instead: its fit reads the annotation from the node object cached
+/// at the last device update (`nodes.go` `addNode`), which the NVIDIA flow (allocatable
+/// present, register annotation unchanged, handshake left at `Requesting_`) never
+/// refreshes: the cordon is ignored until the register annotation or the device count
+/// changes.
+fn cordon(vendor: &str) -> hami_e2e_core::FnScenario {
+    hami_scenario(vendor, "cordon", &[HAMI_BUG], |c| async move {
+        let node = c.node("cordon", 1).await?;
+        let backend = c.backend()?;
+        let device = c
+            .devices_of(&node)
+            .await?
+            .first()
+            .map(|d| d.id.clone())
+            .ok_or_else(|| Failure::msg("no device"))?;
+        Api::<Node>::all(c.ns.client())
+            .patch(
+                &node,
+                &Default::default(),
+                &kube::api::Patch::Merge(serde_json::json!({"metadata": {"annotations": {"hami.io/device-cordon": device}}})),
+            )
+            .await?;
+        let request = one_device(backend, 1000, 10);
+        c.ctx
+            .step(
+                format!("HAMi refuses new pods on {device}: CardCordoned"),
+                c.until_outcome(
+                    "cordoned",
+                    &node,
+                    &request,
+                    "CardCordoned",
+                    false,
+                    Duration::from_secs(40),
+                ),
+            )
+            .await?;
+        Ok(())
+    })
+}
+
 /// HAMi's scenarios for every backend of `registry` that HAMi's device config serves.
 pub(crate) fn hami_scenarios(registry: &DeviceRegistry) -> Vec<Arc<dyn Scenario>> {
     registry
@@ -1167,8 +1585,26 @@ pub(crate) fn hami_scenarios(registry: &DeviceRegistry) -> Vec<Arc<dyn Scenario>
                 Arc::new(plugin_gone(v)),
             ];
             all.push(Arc::new(webhook_guards(v)));
+            all.push(Arc::new(release(v)));
+            all.push(Arc::new(too_many_devices(v)));
+            all.push(Arc::new(device_choice(v)));
+            if b.annotation_keys().use_type.is_some() {
+                all.push(Arc::new(device_type(v)));
+            }
+            all.push(Arc::new(device_policy(v)));
+            all.push(Arc::new(node_policy(v)));
+            if v != "cambricon" {
+                // Cambricon's split count is HAMi's own (100 per card), not the register's.
+                all.push(Arc::new(time_slicing(v)));
+            }
+            if v != "ascend" {
+                // Ascend takes no core share outside its hami-core mode.
+                all.push(Arc::new(cores(v)));
+                all.push(Arc::new(exclusive(v)));
+            }
             if v == "nvidia" {
                 all.push(Arc::new(webhook_defaults(v)));
+                all.push(Arc::new(cordon(v)));
             }
             // Health is a field of the register annotation (Cambricon has none).
             if b.annotation_keys().register.is_some() {
