@@ -1,7 +1,7 @@
 //! The allocation oracle: what HAMi's allocations add up to on every device, recomputed
 //! from the cluster itself, and whatever breaks a device's budget.
 //!
-//! From the nodes' registrations (each backend's [`DeviceBackend::node_devices`]) and the
+//! From the nodes' registrations (each backend's [`DeviceBackend::node_devices`](crate::DeviceBackend::node_devices)) and the
 //! allocation annotations of every pod HAMi placed (`hami.io/vgpu-node`, not terminated:
 //! HAMi counts a pod from its filter on, and frees it once it has ended), [`check`] sums
 //! per device the memory, the cores and the number of containers sharing it, and reports
