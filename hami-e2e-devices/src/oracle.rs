@@ -40,7 +40,6 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::ResourceExt;
 
 use crate::pod::VGPU_NODE;
 use crate::registry::DeviceRegistry;
@@ -162,6 +161,11 @@ impl Usage {
     }
 }
 
+/// An object's name ("" without one); the crate's `kube` is optional (feature `agent`).
+fn name_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
+    meta.name.clone().unwrap_or_default()
+}
+
 fn ended(pod: &Pod) -> bool {
     matches!(
         pod.status.as_ref().and_then(|s| s.phase.as_deref()),
@@ -175,7 +179,7 @@ fn ended(pod: &Pod) -> bool {
 pub fn check(registry: &DeviceRegistry, nodes: &[Node], pods: &[Pod]) -> Usage {
     let mut devices: BTreeMap<(String, String), DeviceUse> = BTreeMap::new();
     for node in nodes {
-        let name = node.name_any();
+        let name = name_of(&node.metadata);
         for backend in registry.iter() {
             for d in backend.node_devices(node).unwrap_or_default() {
                 devices.insert(
@@ -196,19 +200,25 @@ pub fn check(registry: &DeviceRegistry, nodes: &[Node], pods: &[Pod]) -> Usage {
             }
         }
     }
-    let known: Vec<String> = nodes.iter().map(ResourceExt::name_any).collect();
+    let known: Vec<String> = nodes.iter().map(|n| name_of(&n.metadata)).collect();
     let mut violations = Vec::new();
+    let none = BTreeMap::new();
     for pod in pods.iter().filter(|p| !ended(p)) {
-        let Some(node) = pod.annotations().get(VGPU_NODE).cloned() else {
+        let annotations = pod.metadata.annotations.as_ref().unwrap_or(&none);
+        let Some(node) = annotations.get(VGPU_NODE).cloned() else {
             continue;
         };
-        let who = format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any());
+        let who = format!(
+            "{}/{}",
+            pod.metadata.namespace.clone().unwrap_or_default(),
+            name_of(&pod.metadata)
+        );
         if !known.contains(&node) {
             violations.push(Violation::UnknownNode { pod: who, node });
             continue;
         }
         for backend in registry.iter() {
-            let allocation = match backend.pod_allocation(pod.annotations()) {
+            let allocation = match backend.pod_allocation(annotations) {
                 Ok(a) => a,
                 Err(e) => {
                     violations.push(Violation::Unreadable {
