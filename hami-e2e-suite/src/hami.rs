@@ -1572,6 +1572,91 @@ fn cordon(vendor: &str) -> hami_e2e_core::FnScenario {
     })
 }
 
+/// `hami::<vendor>::scoring-weights`: a pod with a malformed
+/// `hami.io/device-scoring-weights` annotation is refused with `FilteringFailed`
+/// `calcScore failed invalid hami.io/device-scoring-weights annotation ...` and stays unbound.
+fn scoring_weights(vendor: &str) -> hami_e2e_core::FnScenario {
+    hami_scenario(vendor, "scoring-weights", &["placement"], |c| async move {
+        let node = c.node("weights", 1).await?;
+        let backend = c.backend()?;
+        let request = one_device(backend, 1000, 10);
+        let bad = vec![(
+            "hami.io/device-scoring-weights".to_string(),
+            "slot=1,core".to_string(),
+        )];
+        c.create(&hami_pod_annotated(
+            backend,
+            "bad-weights",
+            &node,
+            &request,
+            &bad,
+        )?)
+        .await?;
+        c.ctx
+            .step(
+                "HAMi refuses it: invalid hami.io/device-scoring-weights",
+                c.event(
+                    "bad-weights",
+                    "FilteringFailed",
+                    "invalid hami.io/device-scoring-weights annotation",
+                ),
+            )
+            .await?;
+        c.unbound("bad-weights").await
+    })
+}
+
+/// `hami::nvidia::quota` (webhook): with a ResourceQuota of `limits.nvidia.com/gpumem:
+/// 4000` in the namespace, a pod of 3000 MiB runs and a second of 2000 MiB is denied by
+/// HAMi's webhook (`exceeding resource quota`).
+fn quota(vendor: &str) -> hami_e2e_core::FnScenario {
+    hami_scenario(vendor, "quota", &["webhook"], |c| async move {
+        let backend = c.backend()?;
+        let memory = backend
+            .resource_names()
+            .memory
+            .clone()
+            .ok_or_else(|| Failure::msg(format!("{} has no memory resource", c.vendor)))?;
+        let quota: k8s_openapi::api::core::v1::ResourceQuota =
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "v1",
+                "kind": "ResourceQuota",
+                "metadata": {"name": "device-memory"},
+                "spec": {"hard": {format!("limits.{memory}"): "4000"}},
+            }))
+            .map_err(|e| Failure::msg(e.to_string()))?;
+        c.ctx
+            .step(
+                format!("a quota of 4000 on limits.{memory}"),
+                c.ns.apply(&quota),
+            )
+            .await?;
+        let node = c.node("quota", 1).await?;
+        let first = one_device(backend, 3000, 10);
+        c.create(&hami_pod(backend, "within", &node, &first)?)
+            .await?;
+        c.running("within", &node).await?;
+        let second = hami_pod(backend, "over", &node, &one_device(backend, 2000, 10))?;
+        let answer = c
+            .ctx
+            .step("a pod over the quota is denied", admit(&c, &second))
+            .await?;
+        match answer {
+            Err(m) => ensure!(
+                m.contains(hami_e2e_helm::WEBHOOK_NAME) && m.contains("exceeding resource quota"),
+                "the pod over the quota was refused, but not by HAMi's webhook with `exceeding resource quota`: `{m}`"
+            ),
+            Ok(_) => {
+                return Err(Failure::assertion(
+                    "HAMi's webhook admitted a pod that takes the namespace over its quota"
+                        .to_string(),
+                ));
+            }
+        }
+        Ok(())
+    })
+}
+
 /// HAMi's scenarios for every backend of `registry` that HAMi's device config serves.
 pub(crate) fn hami_scenarios(registry: &DeviceRegistry) -> Vec<Arc<dyn Scenario>> {
     registry
@@ -1605,7 +1690,9 @@ pub(crate) fn hami_scenarios(registry: &DeviceRegistry) -> Vec<Arc<dyn Scenario>
                 all.push(Arc::new(cores(v)));
                 all.push(Arc::new(exclusive(v)));
             }
+            all.push(Arc::new(scoring_weights(v)));
             if v == "nvidia" {
+                all.push(Arc::new(quota(v)));
                 all.push(Arc::new(webhook_defaults(v)));
                 all.push(Arc::new(cordon(v)));
             }
