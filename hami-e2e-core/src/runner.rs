@@ -790,8 +790,11 @@ async fn run_iteration(
     let mut pool = None;
     let now = Instant::now();
     let mut last_note = now;
+    // Serial scenarios go last, one at a time, once nothing else runs.
     let mut pending: std::collections::VecDeque<Pending> = to_run
         .iter()
+        .filter(|s| !s.serial())
+        .chain(to_run.iter().filter(|s| s.serial()))
         .map(|s| Pending {
             scenario: s.clone(),
             since: now,
@@ -827,6 +830,11 @@ async fn run_iteration(
         let mut waiting: Vec<Vec<crate::admission::Demand>> = Vec::new();
         while started.len() < config.parallel && i < pending.len() {
             if config.fail_fast && failed {
+                break;
+            }
+            if started.values().any(|s| s.scenario.serial())
+                || (pending[i].scenario.serial() && !started.is_empty())
+            {
                 break;
             }
             let demands = pending[i].scenario.demands();

@@ -53,6 +53,15 @@ pub trait Scenario: Send + Sync + 'static {
         None
     }
 
+    /// Whether it must run alone (it restarts a shared component, say): the runner starts
+    /// serial scenarios after all the others have finished, one at a time, as Ginkgo's
+    /// `Serial` does. Under `cargo nextest`, give them `threads-required =
+    /// "num-test-threads"` (the workspace's `.config/nextest.toml` does, by the `serial`
+    /// label).
+    fn serial(&self) -> bool {
+        false
+    }
+
     /// The body. It may be dropped at any `.await` (timeout, Ctrl-C): put cleanup in
     /// fixtures or [`Context::defer`], never only in the body.
     fn run(&self, ctx: Context) -> BoxFuture<'static, Result<(), Failure>>;
@@ -69,6 +78,7 @@ pub struct FnScenario {
     demands: Vec<Demand>,
     timeout: Option<Duration>,
     ignored: Option<String>,
+    serial: bool,
     body: Arc<Body>,
 }
 
@@ -99,6 +109,7 @@ pub fn scenario(name: impl Into<String>) -> ScenarioBuilder {
         demands: Vec::new(),
         timeout: None,
         ignored: None,
+        serial: false,
     }
 }
 
@@ -112,6 +123,7 @@ pub struct ScenarioBuilder {
     demands: Vec<Demand>,
     timeout: Option<Duration>,
     ignored: Option<String>,
+    serial: bool,
 }
 
 impl ScenarioBuilder {
@@ -155,6 +167,15 @@ impl ScenarioBuilder {
         self
     }
 
+    /// Makes it run alone, after the others ([`Scenario::serial`]); adds the label `serial`.
+    pub fn serial(mut self) -> Self {
+        self.serial = true;
+        if !self.labels.iter().any(|l| l == "serial") {
+            self.labels.push("serial".into());
+        }
+        self
+    }
+
     /// Finishes the scenario with its body.
     pub fn run<F, Fut>(self, body: F) -> FnScenario
     where
@@ -168,6 +189,7 @@ impl ScenarioBuilder {
             demands: self.demands,
             timeout: self.timeout,
             ignored: self.ignored,
+            serial: self.serial,
             body: Arc::new(move |ctx| Box::pin(body(ctx))),
         }
     }
@@ -191,6 +213,9 @@ impl Scenario for FnScenario {
     }
     fn ignored(&self) -> Option<&str> {
         self.ignored.as_deref()
+    }
+    fn serial(&self) -> bool {
+        self.serial
     }
     fn run(&self, ctx: Context) -> BoxFuture<'static, Result<(), Failure>> {
         (self.body)(ctx)

@@ -464,6 +464,52 @@ async fn parallelism_is_bounded_and_reports_are_ordered_by_name() {
 }
 
 #[tokio::test]
+async fn serial_scenarios_run_alone_after_the_others() {
+    let running = Arc::new(AtomicU32::new(0));
+    let log: Log = Arc::default();
+    let mut runner = Runner::new();
+    // `a/serial-*` sort before `b/*`, yet run after them, each alone.
+    for (name, serial) in [
+        ("a/serial-1", true),
+        ("a/serial-2", true),
+        ("b/0", false),
+        ("b/1", false),
+        ("b/2", false),
+    ] {
+        let (running, log) = (running.clone(), log.clone());
+        let mut b = scenario(name);
+        if serial {
+            b = b.serial();
+        }
+        runner = runner.scenario(b.run(move |ctx| {
+            let (running, log) = (running.clone(), log.clone());
+            async move {
+                let others = running.fetch_add(1, Ordering::SeqCst);
+                log.lock()
+                    .unwrap()
+                    .push(format!("{} with {others}", ctx.name()));
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                running.fetch_sub(1, Ordering::SeqCst);
+                Ok(())
+            }
+        }));
+    }
+    let mut c = config();
+    c.parallel = 4;
+    let s = run(runner, c).await;
+    assert_eq!(s.scenarios.len(), 5);
+    let log = log.lock().unwrap().clone();
+    assert_eq!(
+        &log[3..],
+        ["a::serial-1 with 0", "a::serial-2 with 0"],
+        "{log:?}"
+    );
+    assert!(log[..3].iter().all(|l| l.starts_with("b::")), "{log:?}");
+    let serial = s.scenarios.iter().find(|r| r.scenario == "a::serial-1");
+    assert!(serial.is_some_and(|r| r.labels.iter().any(|l| l == "serial")));
+}
+
+#[tokio::test]
 async fn fail_fast_stops_starting_scenarios() {
     let mut runner = Runner::new()
         .scenario(scenario("a-fails").run(|_| async { Err(Failure::assertion("no")) }));

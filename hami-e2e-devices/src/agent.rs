@@ -170,6 +170,12 @@ impl FakeDeviceAgent {
         tokio::spawn(async move { answer_handshake(&client, &registry, &state, &node).await });
     }
 
+    /// Answers HAMi's handshake on `node` now, as its plugins do on their next report
+    /// (unless [`stop_handshake`](Self::stop_handshake) stopped them).
+    pub async fn answer_handshake_now(&self, node: &str) {
+        answer_handshake(&self.client, &self.registry, &self.state, node).await;
+    }
+
     /// Stops playing anything on `node`.
     pub fn forget(&self, node: &str) {
         lock(&self.state).nodes.remove(node);

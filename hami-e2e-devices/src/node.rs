@@ -80,8 +80,11 @@ pub struct FakeDevices {
     pub split: u32,
     /// Compute units per device (100).
     pub cores: u32,
-    /// NUMA node of every device.
+    /// NUMA node of the first device.
     pub numa: i32,
+    /// Over how many NUMA nodes the devices spread, in equal consecutive groups from
+    /// [`numa`](Self::numa) on (1: all on one).
+    pub numa_nodes: u32,
     /// Whether the devices are healthy.
     pub health: bool,
 }
@@ -102,6 +105,7 @@ impl FakeDevices {
             split: 10,
             cores: 100,
             numa: 0,
+            numa_nodes: 1,
             health: true,
         }
     }
@@ -120,10 +124,26 @@ impl FakeDevices {
         self
     }
 
-    /// Sets the NUMA node.
+    /// Sets the NUMA node (of the first device, with [`numa_nodes`](Self::numa_nodes)).
     #[must_use]
     pub fn numa(mut self, numa: i32) -> Self {
         self.numa = numa;
+        self
+    }
+
+    /// Spreads the devices over `nodes` NUMA nodes in equal consecutive groups: 4 devices
+    /// over 2 are on NUMA nodes 0, 0, 1, 1.
+    ///
+    /// ```
+    /// use hami_e2e_devices::FakeDevices;
+    ///
+    /// let fake = FakeDevices::new("gpu-0", 4, "Tesla T4", 15360).numa_nodes(2);
+    /// let numa: Vec<i32> = fake.node_devices("GPU", "NVIDIA-Tesla T4").iter().map(|d| d.numa).collect();
+    /// assert_eq!(numa, [0, 0, 1, 1]);
+    /// ```
+    #[must_use]
+    pub fn numa_nodes(mut self, nodes: u32) -> Self {
+        self.numa_nodes = nodes.max(1);
         self
     }
 
@@ -177,7 +197,12 @@ impl FakeDevices {
                 memory_mib: self.memory_mib,
                 cores: self.cores,
                 device_type: device_type.to_owned(),
-                numa: self.numa,
+                numa: self.numa
+                    + i32::try_from(
+                        u64::from(i) * u64::from(self.numa_nodes.max(1))
+                            / u64::from(self.devices.max(1)),
+                    )
+                    .unwrap_or(0),
                 mode: "hami-core".to_owned(),
                 health: self.health,
                 extra: BTreeMap::new(),

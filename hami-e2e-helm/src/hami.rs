@@ -52,6 +52,10 @@ pub const HAMI_FLAG: &str = "hami";
 pub const HAMI_FACT: &str = "hami";
 /// The capability fact with the reason HAMi cannot run (the skip reason of HAMi's scenarios).
 pub const HAMI_UNAVAILABLE_FACT: &str = "hami unavailable";
+/// The capability flag [`record`] sets when HAMi will run in this process (on the run's
+/// own local cluster), so a scenario may restart it; not under nextest, where the shared
+/// cluster's supervisor runs the one HAMi of every process.
+pub const HAMI_OWNED_FLAG: &str = "hami-owned";
 /// The label on the fake nodes HAMi may use (`hami-e2e.io/hami-node=true`): HAMi's
 /// `--node-label-selector` on the local cluster, so the fake device pool and other
 /// scenarios' nodes stay out of its view.
@@ -82,13 +86,14 @@ pub enum HamiAvailability {
 
 /// The options HAMi runs with on the local cluster by default: HAMi's own defaults but the
 /// node lock timeout (30 s, so a missed acknowledgement costs a scenario 30 s, not 5 min),
-/// its API client's rate (`--kube-qps 50 --kube-burst 100`; at HAMi's 5 and 10 its
-/// handshakes and binds queue up behind client-side throttling) and the node selector
+/// its API client's rate (`--kube-qps 500 --kube-burst 1000`; at HAMi's 5 and 10, and
+/// still at 50 and 100, its filter patches, handshakes and binds queue up behind
+/// client-side throttling when many pods come at once) and the node selector
 /// [`HAMI_NODE_LABEL`].
 pub fn default_local_options() -> LocalHamiOptions {
     let mut options = LocalHamiOptions {
         node_lock_timeout: Duration::from_secs(30),
-        kube_qps_burst: Some((50, 100)),
+        kube_qps_burst: Some((500, 1000)),
         ..Default::default()
     };
     options
@@ -136,7 +141,14 @@ pub async fn probe(cluster: &Cluster) -> HamiAvailability {
 /// `failed:`).
 pub fn record(caps: Capabilities, availability: &HamiAvailability) -> Capabilities {
     match availability {
-        HamiAvailability::Available(d) => caps.with_flag(HAMI_FLAG).with_fact(HAMI_FACT, d.clone()),
+        HamiAvailability::Available(d) => {
+            let caps = caps.with_flag(HAMI_FLAG).with_fact(HAMI_FACT, d.clone());
+            if shared_file().is_some() {
+                caps
+            } else {
+                caps.with_flag(HAMI_OWNED_FLAG)
+            }
+        }
         HamiAvailability::Unavailable(r) => caps.with_fact(HAMI_UNAVAILABLE_FACT, r.clone()),
         HamiAvailability::Failed(r) => {
             caps.with_fact(HAMI_UNAVAILABLE_FACT, format!("failed: {r}"))
@@ -165,6 +177,28 @@ pub fn requirement() -> Requirement {
                 .get(HAMI_UNAVAILABLE_FACT)
                 .cloned()
                 .unwrap_or_else(|| "needs HAMi's scheduler (the probe did not look)".into()))
+        }
+    })
+}
+
+/// What a scenario that restarts HAMi requires: [`HAMI_FLAG`] and [`HAMI_OWNED_FLAG`].
+///
+/// ```
+/// use hami_e2e_core::Capabilities;
+/// use hami_e2e_helm::{HamiAvailability, hami};
+///
+/// let caps = hami::record(Capabilities::default(), &HamiAvailability::Available("v2.10.0".into()));
+/// assert!(hami::owned_requirement().check(&caps).is_ok());
+/// let shared = Capabilities::default().with_flag(hami::HAMI_FLAG);
+/// assert!(hami::owned_requirement().check(&shared).unwrap_err().contains("supervisor"));
+/// ```
+pub fn owned_requirement() -> Requirement {
+    Requirement::custom("HAMi's scheduler, run by this process", |caps| {
+        requirement().check(caps)?;
+        if caps.flags.contains(HAMI_OWNED_FLAG) {
+            Ok(())
+        } else {
+            Err("HAMi is run by the nextest shared cluster's supervisor for every test process; restarting it would fail the other processes' scenarios (run it with `cargo test`)".into())
         }
     })
 }
@@ -264,10 +298,31 @@ pub async fn create_fake_node(
     devices: &FakeDevices,
     labels: &[(&str, &str)],
 ) -> Result<(), Failure> {
+    create_fake_node_annotated(client, backend, name, devices, labels, &[]).await
+}
+
+/// [`create_fake_node`] with `annotations` on the node from its creation on (HAMi reads
+/// some node annotations, such as Ascend's `hami-vnpu-core`, from the node it cached when
+/// it first registered the devices).
+///
+/// # Errors
+///
+/// As [`create_fake_node`].
+pub async fn create_fake_node_annotated(
+    client: &kube::Client,
+    backend: &dyn DeviceBackend,
+    name: &str,
+    devices: &FakeDevices,
+    labels: &[(&str, &str)],
+    annotations: &[(&str, &str)],
+) -> Result<(), Failure> {
     let fake = backend.fake_node(devices)?;
     let mut spec = NodeSpec::new(name).label(HAMI_NODE_LABEL, "true");
     for (k, v) in labels {
         spec = spec.label(*k, *v);
+    }
+    for (k, v) in annotations {
+        spec = spec.annotation(*k, *v);
     }
     for (k, v) in &fake.annotations {
         spec = spec.annotation(k, v);
@@ -347,6 +402,36 @@ impl Hami {
         self.local.as_ref()
     }
 
+    /// Stops HAMi's scheduler and starts it again with the same flags
+    /// ([`LocalHami::restart`]), then waits until it has registered `nodes` again. HAMi
+    /// v2.10.0 registers the nodes it had only on its next register tick (up to 15 s) or
+    /// when a node is added: it drops the node events that come before it counts as
+    /// started.
+    ///
+    /// # Errors
+    ///
+    /// A failure naming the cause when this process does not run HAMi (under nextest),
+    /// when it cannot be started again, or when it does not register `nodes` within 30 s.
+    pub async fn restart(&self, nodes: &[&str]) -> Result<(), Failure> {
+        let (Some(local), Some(cluster)) = (&self.local, self.cluster.local()) else {
+            return Err(Failure::msg(
+                "cannot restart HAMi: this process does not run it (the shared cluster's supervisor does)",
+            ));
+        };
+        let started = std::time::Instant::now();
+        local.restart(cluster).await?;
+        let up = started.elapsed();
+        self.endpoint
+            .wait_registered(nodes, Duration::from_secs(30))
+            .await?;
+        tracing::info!(
+            restarted = ?up,
+            registered = ?started.elapsed(),
+            "HAMi's scheduler restarted"
+        );
+        Ok(())
+    }
+
     /// Adds a fake node `name` with `devices` of `vendor` (its register annotation and
     /// count in capacity and allocatable, next to cpu, memory and pods; labelled
     /// [`HAMI_NODE_LABEL`]), waits until it is Ready, hands it to the fake device agent, and
@@ -378,8 +463,27 @@ impl Hami {
         devices: &FakeDevices,
         labels: &[(&str, &str)],
     ) -> Result<String, Failure> {
+        self.add_annotated_node(name, vendor, devices, labels, &[])
+            .await
+    }
+
+    /// [`add_labelled_node`](Self::add_labelled_node) with `annotations` on the node from
+    /// its creation on (see [`create_fake_node_annotated`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`add_node`](Self::add_node).
+    pub async fn add_annotated_node(
+        &self,
+        name: &str,
+        vendor: &str,
+        devices: &FakeDevices,
+        labels: &[(&str, &str)],
+        annotations: &[(&str, &str)],
+    ) -> Result<String, Failure> {
         let backend = self.registry.get(vendor)?;
-        create_fake_node(&self.client, backend, name, devices, labels).await?;
+        create_fake_node_annotated(&self.client, backend, name, devices, labels, annotations)
+            .await?;
         self.agent.manage(name, [backend.vendor()]);
         self.endpoint
             .wait_registered(&[name], Duration::from_secs(30))

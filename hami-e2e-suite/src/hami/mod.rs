@@ -24,6 +24,10 @@ use kube::{Api, ResourceExt};
 
 use crate::devices::{DevicesFixture, LOCAL_CLUSTER};
 
+mod lifecycle;
+mod placement;
+mod requests;
+
 /// How long a HAMi scenario waits for one pod to run or be refused. HAMi binds in well
 /// under a second; the margin is for a loaded 2-core machine.
 const POD_WAIT: Duration = Duration::from_secs(30);
@@ -120,6 +124,19 @@ impl Case {
         Ok(self.registry.get(&self.vendor)?)
     }
 
+    /// The same scenario's case for another vendor: its nodes and pods go to the same
+    /// namespace and oracle.
+    fn for_vendor(&self, vendor: &str) -> Case {
+        Case {
+            ctx: self.ctx.clone(),
+            hami: Arc::clone(&self.hami),
+            registry: Arc::clone(&self.registry),
+            vendor: vendor.to_owned(),
+            ns: Arc::clone(&self.ns),
+            nodes: Arc::clone(&self.nodes),
+        }
+    }
+
     /// Adds a fake node of `devices` devices of the vendor's profile, removed after the
     /// scenario; returns its name.
     async fn node(&self, what: &str, devices: u32) -> Result<String, Failure> {
@@ -134,6 +151,19 @@ impl Case {
         devices: u32,
         change: impl FnOnce(&mut FakeDevices),
         labels: &[(&str, &str)],
+    ) -> Result<String, Failure> {
+        self.node_annotated(what, devices, change, labels, &[])
+            .await
+    }
+
+    /// [`node_with`](Self::node_with), with `annotations` on the node from its creation on.
+    async fn node_annotated(
+        &self,
+        what: &str,
+        devices: u32,
+        change: impl FnOnce(&mut FakeDevices),
+        labels: &[(&str, &str)],
+        annotations: &[(&str, &str)],
     ) -> Result<String, Failure> {
         let backend = self.backend()?;
         let profile = profile_of(backend)
@@ -162,7 +192,7 @@ impl Case {
                     profile.model
                 ),
                 self.hami
-                    .add_labelled_node(&name, &self.vendor, &fake, labels),
+                    .add_annotated_node(&name, &self.vendor, &fake, labels, annotations),
             )
             .await
     }
@@ -206,12 +236,24 @@ impl Case {
         request: &DeviceRequest,
         node: &str,
     ) -> Result<hami_e2e_devices::PodAllocation, Failure> {
+        self.check_pod(pod, &PodRequest::single(request.clone()), node)
+            .await
+    }
+
+    /// Checks what HAMi wrote on `pod` against the whole pod's `request` (every container,
+    /// the pod's options), with `node`'s devices.
+    async fn check_pod(
+        &self,
+        pod: &Pod,
+        request: &PodRequest,
+        node: &str,
+    ) -> Result<hami_e2e_devices::PodAllocation, Failure> {
         let backend = self.backend()?;
         let node_obj = Api::<Node>::all(self.ns.client()).get(node).await?;
         let devices = backend.node_devices(&node_obj)?;
         let allocation = backend.pod_allocation(pod.annotations())?;
         backend
-            .check_allocation(&PodRequest::single(request.clone()), &allocation, &devices)
+            .check_allocation(request, &allocation, &devices)
             .map_err(|e| Failure::assertion(format!("pod {}: {e}", pod.name_any())))?;
         ensure!(
             allocation.node.as_deref() == Some(node),
@@ -425,29 +467,44 @@ impl Case {
     }
 }
 
-/// The sum of `hami_vgpu_memory_allocated_bytes` per (node, device) in a metrics text.
-fn vgpu_memory_by_device(metrics: &str) -> BTreeMap<(String, String), f64> {
-    let label = |line: &str, name: &str| -> Option<String> {
-        let start = line.find(&format!("{name}=\""))? + name.len() + 2;
-        let end = line[start..].find('"')? + start;
-        Some(line[start..end].to_owned())
-    };
-    let mut sums = BTreeMap::new();
-    for line in metrics
+/// The series of metric `name` in a Prometheus text: each one's labels and value.
+fn series(metrics: &str, name: &str) -> Vec<(BTreeMap<String, String>, f64)> {
+    let prefix = format!("{name}{{");
+    metrics
         .lines()
-        .filter(|l| l.starts_with("hami_vgpu_memory_allocated_bytes{"))
-    {
-        let (Some(node), Some(device), Some(value)) = (
-            label(line, "node"),
-            label(line, "device_uuid"),
-            line.rsplit_once(' ')
-                .and_then(|(_, v)| v.parse::<f64>().ok()),
-        ) else {
-            continue;
-        };
-        *sums.entry((node, device)).or_insert(0.0) += value;
+        .filter_map(|line| {
+            let rest = line.strip_prefix(&prefix)?;
+            let (labels, value) = rest.rsplit_once("} ")?;
+            let value = value.trim().parse::<f64>().ok()?;
+            let mut map = BTreeMap::new();
+            let mut rest = labels;
+            while let Some((key, after)) = rest.split_once("=\"") {
+                let end = after.find('"')?;
+                map.insert(
+                    key.trim_start_matches(',').trim().to_owned(),
+                    after[..end].to_owned(),
+                );
+                rest = &after[end + 1..];
+            }
+            Some((map, value))
+        })
+        .collect()
+}
+
+/// The sum of metric `name` per (node, device_uuid) in a metrics text.
+fn sum_by_device(metrics: &str, name: &str) -> BTreeMap<(String, String), f64> {
+    let mut sums = BTreeMap::new();
+    for (labels, value) in series(metrics, name) {
+        if let (Some(node), Some(device)) = (labels.get("node"), labels.get("device_uuid")) {
+            *sums.entry((node.clone(), device.clone())).or_insert(0.0) += value;
+        }
     }
     sums
+}
+
+/// The sum of `hami_vgpu_memory_allocated_bytes` per (node, device) in a metrics text.
+fn vgpu_memory_by_device(metrics: &str) -> BTreeMap<(String, String), f64> {
+    sum_by_device(metrics, "hami_vgpu_memory_allocated_bytes")
 }
 
 /// The allocation oracle after a HAMi scenario ([`hami_e2e_devices::oracle`]): every device
@@ -531,15 +588,32 @@ where
     F: Fn(Case) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<(), Failure>> + Send + 'static,
 {
+    hami_scenario_with(vendor, name, labels, |b| b, body)
+}
+
+/// [`hami_scenario`], its builder changed by `change` first (serial, a requirement more).
+fn hami_scenario_with<F, Fut>(
+    vendor: &str,
+    name: &str,
+    labels: &[&str],
+    change: impl FnOnce(hami_e2e_core::ScenarioBuilder) -> hami_e2e_core::ScenarioBuilder,
+    body: F,
+) -> hami_e2e_core::FnScenario
+where
+    F: Fn(Case) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<(), Failure>> + Send + 'static,
+{
     let slug = hami_e2e_core::slug(vendor);
     let mut all_labels = vec![slug.clone(), "hami".to_string()];
     all_labels.extend(labels.iter().map(ToString::to_string));
     let vendor = vendor.to_string();
-    scenario(format!("hami::{slug}::{name}"))
-        .labels(all_labels)
-        .requires(Requirement::flag(LOCAL_CLUSTER))
-        .requires(hami_e2e_helm::hami::requirement())
-        .run(move |ctx| {
+    change(
+        scenario(format!("hami::{slug}::{name}"))
+            .labels(all_labels)
+            .requires(Requirement::flag(LOCAL_CLUSTER))
+            .requires(hami_e2e_helm::hami::requirement()),
+    )
+    .run(move |ctx| {
             let (vendor, body) = (vendor.clone(), body.clone());
             async move {
                 ctx.fixture::<ClusterFixture>().await?;
@@ -699,7 +773,7 @@ fn sharing(vendor: &str) -> hami_e2e_core::FnScenario {
 
 /// `hami::<vendor>::ten-in-a-row`: ten pods created one after the other onto one node each
 /// run with their allocation acknowledged, and none waits for HAMi's node lock to time out
-/// (30 s on the local cluster): each is Running within a few seconds of its creation.
+/// (each is Running sooner than the 30 s node lock timeout of the local cluster).
 fn ten_in_a_row(vendor: &str) -> hami_e2e_core::FnScenario {
     hami_scenario(vendor, "ten-in-a-row", &[], |c| async move {
         let backend = c.backend()?;
@@ -718,9 +792,10 @@ fn ten_in_a_row(vendor: &str) -> hami_e2e_core::FnScenario {
             slowest = slowest.max(started.elapsed());
             c.check_allocation(&pod, &request, &node).await?;
         }
+        let lock_timeout = hami_e2e_helm::hami::default_local_options().node_lock_timeout;
         ensure!(
-            slowest < Duration::from_secs(15),
-            "the slowest of ten pods took {slowest:.1?} to run: one waited for a node lock"
+            slowest < lock_timeout,
+            "the slowest of ten pods took {slowest:.1?} to run, HAMi's node lock timeout ({lock_timeout:?}): one waited for a lock nobody released"
         );
         c.lock_released(&node).await?;
         c.acknowledged(&node, 10).await
@@ -808,7 +883,7 @@ fn allocation_failure(vendor: &str) -> hami_e2e_core::FnScenario {
 }
 
 /// `hami::<vendor>::lock-contention` (fault): while the device plugin is slow to
-/// acknowledge (8 s), a second pod bound to the same node meets HAMi's node lock
+/// acknowledge (5 s), a second pod bound to the same node meets HAMi's node lock
 /// (`BindingFailed` `... has been locked within ...`); once the first is acknowledged it is
 /// bound too, and both run with their allocations acknowledged.
 fn lock_contention(vendor: &str) -> hami_e2e_core::FnScenario {
@@ -818,7 +893,7 @@ fn lock_contention(vendor: &str) -> hami_e2e_core::FnScenario {
         let request = one_device(backend, 1000, 10);
         c.hami
             .agent()
-            .delay_acknowledgements(&node, Duration::from_secs(8));
+            .delay_acknowledgements(&node, Duration::from_secs(5));
         for name in ["slow-first", "slow-second"] {
             c.create(&hami_pod(backend, name, &node, &request)?).await?;
         }
@@ -1454,7 +1529,7 @@ fn device_type(vendor: &str) -> hami_e2e_core::FnScenario {
 
 /// `hami::<vendor>::device-policy`: on a node of two devices with one already in use,
 /// `hami.io/gpu-scheduler-policy: binpack` puts a pod on the used device and `spread` on
-/// the idle one.
+/// the idle one; without the annotation HAMi spreads (its default).
 fn device_policy(vendor: &str) -> hami_e2e_core::FnScenario {
     hami_scenario(vendor, "device-policy", &["placement"], |c| async move {
         let node = c.node("dpol", 2).await?;
@@ -1493,13 +1568,23 @@ fn device_policy(vendor: &str) -> hami_e2e_core::FnScenario {
             got.len() == 1 && !used.contains(&got[0]),
             "spread put the pod on {got:?}, not on the idle device (the used one is {used:?})"
         );
+        // Two pods on the first device, one on the second: HAMi's default (spread) picks
+        // the second, binpack would pick the first.
+        c.create(&hami_pod(backend, "default", &node, &request)?)
+            .await?;
+        let default = c.running("default", &node).await?;
+        let got_default = c.device_ids(&default)?;
+        ensure!(
+            got_default == got,
+            "without the annotation HAMi put the pod on {got_default:?}, not on the less used {got:?} (the default device policy is spread)"
+        );
         Ok(())
     })
 }
 
 /// `hami::<vendor>::node-policy`: of two nodes, one already holding a pod,
 /// `hami.io/node-scheduler-policy: binpack` puts a pod on the busy node and `spread` on
-/// the idle one.
+/// the idle one; without the annotation HAMi binpacks (its default).
 fn node_policy(vendor: &str) -> hami_e2e_core::FnScenario {
     hami_scenario(vendor, "node-policy", &["placement"], |c| async move {
         let key = "hami-e2e.io/policy-group";
@@ -1524,6 +1609,18 @@ fn node_policy(vendor: &str) -> hami_e2e_core::FnScenario {
                 )
                 .await?;
         }
+        // Two pods on the busy node, one on the idle: HAMi's default (binpack) picks the
+        // busy one.
+        let pod = hami_pod_builder(backend, "default", &request)?
+            .node_selector(key, &group)
+            .build();
+        c.create(&pod).await?;
+        c.ctx
+            .step(
+                format!("without the annotation (binpack by default) on {busy}"),
+                c.running("default", &busy),
+            )
+            .await?;
         Ok(())
     })
 }
@@ -1659,7 +1756,7 @@ fn quota(vendor: &str) -> hami_e2e_core::FnScenario {
 
 /// HAMi's scenarios for every backend of `registry` that HAMi's device config serves.
 pub(crate) fn hami_scenarios(registry: &DeviceRegistry) -> Vec<Arc<dyn Scenario>> {
-    registry
+    let mut all: Vec<Arc<dyn Scenario>> = registry
         .iter()
         .filter(|b| profile_of(*b).is_some())
         .flat_map(|b| {
@@ -1700,7 +1797,79 @@ pub(crate) fn hami_scenarios(registry: &DeviceRegistry) -> Vec<Arc<dyn Scenario>
             if b.annotation_keys().register.is_some() {
                 all.push(Arc::new(unhealthy_device(v)));
             }
+            all.push(Arc::new(requests::containers(v)));
+            all.push(Arc::new(requests::devices(v)));
+            if b.resource_names().memory_percentage.is_some() {
+                all.push(Arc::new(requests::memory_percentage(v)));
+            }
+            if v == "ascend" {
+                all.push(Arc::new(requests::ascend_template(v)));
+                all.push(Arc::new(requests::ascend_vnpu_mode(v)));
+            }
+            all.push(Arc::new(placement::mutex(v)));
+            if v == "nvidia" {
+                // Only NVIDIA's fit reads a NUMA binding (`nvidia.com/numa-bind`).
+                all.push(Arc::new(placement::numa(v)));
+                all.push(Arc::new(lifecycle::hundred_pods(v)));
+            }
+            all.push(Arc::new(lifecycle::job_completes(v)));
+            all.push(Arc::new(lifecycle::deployment(v)));
+            all.push(Arc::new(lifecycle::metrics(v)));
+            if b.annotation_keys().handshake_answer.is_some() {
+                all.push(Arc::new(lifecycle::restart_handshake(v)));
+            }
             all
         })
-        .collect()
+        .collect();
+    let vendors: Vec<String> = registry
+        .iter()
+        .filter(|b| profile_of(*b).is_some())
+        .map(|b| b.vendor().to_owned())
+        .collect();
+    if !vendors.is_empty() {
+        all.push(Arc::new(lifecycle::restart(vendors.clone())));
+        all.push(Arc::new(lifecycle::run_oracle(&vendors)));
+    }
+    all
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_series_are_read_with_their_labels() {
+        let text = "# HELP x\nhami_gpu_shared_count{device_uuid=\"GPU-0\",node=\"n1\",zone=\"vGPU\"} 2\nhami_gpu_shared_count{device_uuid=\"GPU-1\",node=\"n1\",zone=\"vGPU\"} 0\nhami_gpu_shared_count_other{node=\"n1\"} 9\n";
+        let s = series(text, "hami_gpu_shared_count");
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].0["device_uuid"], "GPU-0");
+        assert_eq!(s[0].1, 2.0);
+        let sums = sum_by_device(text, "hami_gpu_shared_count");
+        assert_eq!(sums[&("n1".to_string(), "GPU-0".to_string())], 2.0);
+        assert_eq!(sums.len(), 2);
+    }
+
+    /// Every serial scenario asks nextest for all its threads (`.config/nextest.toml`), so
+    /// it runs alone there too.
+    #[test]
+    fn serial_scenarios_run_alone_under_nextest() {
+        let config = include_str!("../../../.config/nextest.toml");
+        assert!(
+            config.contains("test(/^hami::all::/)")
+                && config.contains("test(/::restart-handshake$/)")
+        );
+        let scenarios = hami_scenarios(&DeviceRegistry::builtin());
+        let serial: Vec<&str> = scenarios
+            .iter()
+            .filter(|s| s.serial())
+            .map(|s| s.name())
+            .collect();
+        assert!(serial.len() >= 3, "{serial:?}");
+        for name in serial {
+            assert!(
+                name.starts_with("hami::all::") || name.ends_with("::restart-handshake"),
+                "serial scenario {name} is not matched by .config/nextest.toml's threads-required filter"
+            );
+        }
+    }
 }

@@ -1,0 +1,668 @@
+//! Pods and HAMi over time: a Job that completes, a Deployment scaled, HAMi restarted,
+//! HAMi's device metrics, a hundred pods at once, and the oracle at the end of the run.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use kube::api::Patch;
+
+use super::*;
+
+/// How long HAMi's per-device metrics may lag: they are refreshed on its register tick
+/// (every 15 s), plus a margin.
+const DEVICE_METRICS_LAG: Duration = Duration::from_secs(25);
+
+/// The pods of `ns` labelled `selector`.
+async fn pods_of(ns: &TestNamespace, selector: &str) -> Result<Vec<Pod>, Failure> {
+    Ok(ns
+        .api::<Pod>()
+        .list(&ListParams::default().labels(selector))
+        .await?
+        .items)
+}
+
+fn bound(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_ref())
+        .is_some()
+}
+
+fn acknowledged(pod: &Pod) -> bool {
+    phase(pod) == "Running"
+        && pod.annotations().get(BIND_PHASE).map(String::as_str) == Some("success")
+}
+
+/// `hami::<vendor>::job-completes`: a Job's device pod (60 % of the node's one device)
+/// is bound by HAMi and completes; its share is freed, and a pod of 60 % runs after it.
+pub(super) fn job_completes(vendor: &str) -> hami_e2e_core::FnScenario {
+    hami_scenario(vendor, "job-completes", &[], |c| async move {
+        let node = c.node("job", 1).await?;
+        let backend = c.backend()?;
+        let profile = profile_of(backend).ok_or_else(|| Failure::msg("no profile"))?;
+        let request = one_device(backend, profile.memory_mib * 3 / 5, 20);
+        let pod = hami_pod(backend, "job-pod", &node, &request)?;
+        let job: Job = serde_json::from_value(serde_json::json!({
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": "once"},
+            "spec": {
+                "backoffLimit": 0,
+                "template": {"spec": pod.spec},
+            },
+        }))
+        .map_err(|e| Failure::msg(format!("the Job does not build: {e}")))?;
+        c.ctx
+            .step("a Job of one device pod", c.ns.apply(&job))
+            .await?;
+        let done = c
+            .ctx
+            .step("its pod, bound by HAMi, completes", async {
+                let started = Instant::now();
+                loop {
+                    let pods = pods_of(&c.ns, "job-name=once").await?;
+                    if let Some(p) = pods.iter().find(|p| phase(p) == "Succeeded") {
+                        return Ok::<_, Failure>(p.clone());
+                    }
+                    ensure!(
+                        started.elapsed() < POD_WAIT,
+                        "the Job's pod did not complete within {POD_WAIT:?}: {:?}",
+                        pods.iter()
+                            .map(|p| (p.name_any(), phase(p).to_owned()))
+                            .collect::<Vec<_>>()
+                    );
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            })
+            .await?;
+        c.check_allocation(&done, &request, &node).await?;
+        c.lock_released(&node).await?;
+        c.create(&hami_pod(backend, "after", &node, &request)?)
+            .await?;
+        let after = c
+            .ctx
+            .step(
+                "a pod of 60 % runs once the Job is done",
+                c.running("after", &node),
+            )
+            .await?;
+        c.check_allocation(&after, &request, &node).await?;
+        Ok(())
+    })
+}
+
+/// Waits until the pods labelled `app=<name>` are `running` acknowledged ones and
+/// `pending` ones that HAMi has not bound, and no more; returns them.
+async fn replicas(
+    c: &Case,
+    name: &str,
+    running: usize,
+    pending: usize,
+) -> Result<Vec<Pod>, Failure> {
+    let started = Instant::now();
+    loop {
+        let pods: Vec<Pod> = pods_of(&c.ns, &format!("app={name}"))
+            .await?
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .collect();
+        let up = pods.iter().filter(|p| acknowledged(p)).count();
+        let waiting = pods.iter().filter(|p| !bound(p)).count();
+        if up == running && waiting == pending && pods.len() == running + pending {
+            return Ok(pods);
+        }
+        ensure!(
+            started.elapsed() < POD_WAIT,
+            "Deployment {name}: {up} running and {waiting} unbound of {} pods after {POD_WAIT:?}, not {running} and {pending}",
+            pods.len()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// `hami::<vendor>::deployment`: a Deployment of device pods, 40 % of the node's one device
+/// each: two replicas share the device; scaled to three, the third is refused
+/// (`CardInsufficientMemory`); scaled down to one and up to two again, the new replica
+/// runs in the share the removed ones freed.
+pub(super) fn deployment(vendor: &str) -> hami_e2e_core::FnScenario {
+    hami_scenario(vendor, "deployment", &[], |c| async move {
+        let node = c.node("deploy", 1).await?;
+        let backend = c.backend()?;
+        let profile = profile_of(backend).ok_or_else(|| Failure::msg("no profile"))?;
+        let request = one_device(backend, profile.memory_mib * 2 / 5, 20);
+        let template = hami_pod_builder(backend, "replica", &request)?
+            .node_selector("kubernetes.io/hostname", &node);
+        let deployment = hami_e2e_k8s::DeploymentBuilder::new("shared", template)
+            .replicas(2)
+            .build();
+        c.ctx
+            .step("a Deployment of two device pods", c.ns.apply(&deployment))
+            .await?;
+        let pods = c
+            .ctx
+            .step("both replicas run", replicas(&c, "shared", 2, 0))
+            .await?;
+        for pod in &pods {
+            c.check_allocation(pod, &request, &node).await?;
+        }
+        let api = c.ns.api::<Deployment>();
+        let scale = |n: i32| {
+            let api = api.clone();
+            async move {
+                api.patch(
+                    "shared",
+                    &Default::default(),
+                    &Patch::Merge(serde_json::json!({"spec": {"replicas": n}})),
+                )
+                .await?;
+                Ok::<_, Failure>(())
+            }
+        };
+        c.ctx.step("scaled to three", scale(3)).await?;
+        let pods = replicas(&c, "shared", 2, 1).await?;
+        let third = pods
+            .iter()
+            .find(|p| !bound(p))
+            .map(ResourceExt::name_any)
+            .ok_or_else(|| Failure::msg("no unbound replica"))?;
+        c.refused(&third, "CardInsufficientMemory", &node).await?;
+        c.ctx.step("scaled down to one", scale(1)).await?;
+        c.ctx
+            .step("one replica is left", replicas(&c, "shared", 1, 0))
+            .await?;
+        c.ctx.step("scaled up to two", scale(2)).await?;
+        let pods = c
+            .ctx
+            .step(
+                "the new replica runs in the freed share",
+                replicas(&c, "shared", 2, 0),
+            )
+            .await?;
+        for pod in &pods {
+            c.check_allocation(pod, &request, &node).await?;
+        }
+        Ok(())
+    })
+}
+
+/// `hami::all::restart` (serial): HAMi's scheduler restarted while, for every vendor, a pod
+/// holds 60 % of one of a node's two devices rebuilds its usage from the pods' annotations:
+/// its per-pod metrics are what they were, and per vendor a 60 % pod asking for the held
+/// device is refused (`CardInsufficientMemory`) while a 60 % pod without a choice runs on
+/// the other device.
+///
+/// The device plugins have answered HAMi's last handshake before the restart
+/// (`restart-handshake` is the case where they have not). After the restart HAMi lists no
+/// node until its next register pass: the node informer's first events come before the
+/// scheduler counts as started and are dropped (`RegisterFromNodeAnnotations` skips a
+/// notification while `started` is 0), so the nodes come back on the next register tick
+/// (up to 15 s), or when a node is added. The scenario adds one, sees every node registered
+/// again, and a pod run on the new node.
+pub(super) fn restart(vendors: Vec<String>) -> hami_e2e_core::FnScenario {
+    let labels = vendors.clone();
+    hami_scenario_with(
+        "all",
+        "restart",
+        &["fault"],
+        |b| {
+            b.labels(labels)
+                .serial()
+                .requires(hami_e2e_helm::hami::owned_requirement())
+        },
+        move |c| {
+            let vendors = vendors.clone();
+            async move {
+                let mut held = Vec::new();
+                for v in &vendors {
+                    let c = c.for_vendor(v);
+                    let node = c.node("restart", 2).await?;
+                    let backend = c.backend()?;
+                    let profile = profile_of(backend).ok_or_else(|| Failure::msg("no profile"))?;
+                    let request = one_device(backend, profile.memory_mib * 3 / 5, 20);
+                    c.create(&hami_pod(backend, &format!("{v}-holder"), &node, &request)?)
+                        .await?;
+                    let holder = c.running(&format!("{v}-holder"), &node).await?;
+                    let ids = c_ids(&holder, backend)?;
+                    held.push((c, node, request, ids));
+                }
+                let nodes: Vec<String> = held.iter().map(|(_, n, _, _)| n.clone()).collect();
+                let mine = |m: &str| -> BTreeMap<(String, String), f64> {
+                    vgpu_memory_by_device(m)
+                        .into_iter()
+                        .filter(|((n, _), _)| nodes.contains(n))
+                        .collect()
+                };
+                let before = mine(&c.hami.endpoint().metrics().await?);
+                ensure!(
+                    before.len() == vendors.len(),
+                    "before the restart HAMi reports hami_vgpu_memory_allocated_bytes for {} of the {} held devices: {before:?}",
+                    before.len(),
+                    vendors.len()
+                );
+                // The plugins have answered HAMi's last handshake (`restart-handshake` is
+                // the case where they have not).
+                for node in &nodes {
+                    c.hami.agent().answer_handshake_now(node).await;
+                }
+                c.ctx
+                    .step("HAMi's scheduler is restarted", c.hami.restart(&[]))
+                    .await?;
+                // A node added after the restart is registered at once, and the others with
+                // it (HAMi registers every node on a node's arrival).
+                let late = c.for_vendor(&vendors[0]);
+                let late_node = late.node("late", 1).await?;
+                let names: Vec<&str> = nodes.iter().map(String::as_str).collect();
+                c.ctx
+                    .step(
+                        "HAMi registers the nodes it had again",
+                        c.hami
+                            .endpoint()
+                            .wait_registered(&names, Duration::from_secs(30)),
+                    )
+                    .await?;
+                c.ctx
+                    .step("its per-pod metrics are rebuilt as they were", async {
+                        let started = Instant::now();
+                        loop {
+                            let after = mine(&c.hami.endpoint().metrics().await?);
+                            if after == before {
+                                return Ok::<_, Failure>(());
+                            }
+                            ensure!(
+                                started.elapsed() < Duration::from_secs(15),
+                                "after the restart HAMi reports {after:?}, before it {before:?}"
+                            );
+                            tokio::time::sleep(Duration::from_millis(250)).await;
+                        }
+                    })
+                    .await?;
+                for (c, node, request, ids) in &held {
+                    let backend = c.backend()?;
+                    let v = &c.vendor;
+                    let options = PodOptions::default().use_id(&ids[0]);
+                    let annotations: Vec<(String, String)> =
+                        backend.pod_annotations(&options)?.into_iter().collect();
+                    let same = format!("{v}-same-device");
+                    c.create(&hami_pod_annotated(
+                        backend,
+                        &same,
+                        node,
+                        request,
+                        &annotations,
+                    )?)
+                    .await?;
+                    c.refused(&same, "CardInsufficientMemory", node).await?;
+                    let other = format!("{v}-other-device");
+                    c.create(&hami_pod(backend, &other, node, request)?).await?;
+                    let pod = c
+                        .ctx
+                        .step(
+                            format!("a 60 % {v} pod runs on the other device"),
+                            c.running(&other, node),
+                        )
+                        .await?;
+                    let got = c_ids(&pod, backend)?;
+                    ensure!(
+                        got.len() == 1 && !ids.contains(&got[0]),
+                        "after the restart HAMi put the 60 % {v} pod on {got:?}, beside the holder's {ids:?}"
+                    );
+                }
+                let backend = late.backend()?;
+                let request = one_device(backend, 1000, 10);
+                late.create(&hami_pod(backend, "on-late-node", &late_node, &request)?)
+                    .await?;
+                let pod = late
+                    .ctx
+                    .step(
+                        "a pod runs on the node added after the restart",
+                        late.running("on-late-node", &late_node),
+                    )
+                    .await?;
+                late.check_allocation(&pod, &request, &late_node).await?;
+                Ok(())
+            }
+        },
+    )
+}
+
+/// `hami::<vendor>::restart-handshake` (serial, **hami-bug**; vendors whose plugins answer
+/// HAMi's handshake): HAMi restarted while a node's handshake stands at `Requesting_` (HAMi
+/// asked, the plugin, reporting every 30 s, has not answered yet) registers the node again
+/// on its first register pass, as the HAMi before the restart kept it in that state.
+///
+/// What HAMi v2.10.0 does instead: `CheckHealth` (`pkg/device/devices.go`) answers a
+/// `Requesting_` younger than 60 s with "healthy, no update", and `register` skips a node
+/// that needs no update without looking whether its cache has the node at all: the node
+/// stays unregistered (pods are refused) until the plugin reports, up to its report period
+/// after the restart.
+pub(super) fn restart_handshake(vendor: &str) -> hami_e2e_core::FnScenario {
+    hami_scenario_with(
+        vendor,
+        "restart-handshake",
+        &["fault", HAMI_BUG],
+        |b| {
+            b.serial()
+                .requires(hami_e2e_helm::hami::owned_requirement())
+        },
+        |c| async move {
+            let node = c.node("rhs", 1).await?;
+            let backend = c.backend()?;
+            let key = backend
+                .annotation_keys()
+                .handshake
+                .clone()
+                .ok_or_else(|| Failure::msg(format!("{} has no handshake", c.vendor)))?;
+            c.hami.agent().stop_handshake(&node, true);
+            let nodes = Api::<Node>::all(c.ns.client());
+            c.ctx
+                .step(
+                    format!("HAMi asks for the handshake ({key}: Requesting_...)"),
+                    wait::until(
+                        &nodes,
+                        &node,
+                        "to have a Requesting_ handshake",
+                        Duration::from_secs(20),
+                        |n: Option<&Node>| {
+                            n.is_some_and(|n| {
+                                n.annotations()
+                                    .get(&key)
+                                    .is_some_and(|v| v.starts_with("Requesting"))
+                            })
+                        },
+                    ),
+                )
+                .await?;
+            c.ctx
+                .step("HAMi's scheduler is restarted", c.hami.restart(&[]))
+                .await?;
+            let late = c.node("rhs-late", 1).await?;
+            let started = Instant::now();
+            loop {
+                let registered = c.hami.endpoint().registered_nodes().await?;
+                if registered.contains(&node) {
+                    break;
+                }
+                ensure!(
+                    started.elapsed() < Duration::from_secs(5),
+                    "after the restart HAMi registered {late} but not {node}, whose handshake is still `Requesting_` (it had {node} registered in that state before)"
+                );
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            c.hami.agent().stop_handshake(&node, false);
+            Ok(())
+        },
+    )
+}
+
+/// The ids of the devices `backend` allocated to `pod`.
+fn c_ids(pod: &Pod, backend: &dyn DeviceBackend) -> Result<Vec<String>, Failure> {
+    Ok(backend
+        .pod_allocation(pod.annotations())?
+        .devices()
+        .map(|d| d.id.clone())
+        .collect())
+}
+
+/// `hami::<vendor>::metrics`: HAMi's per-device metrics agree with the allocations within
+/// its register period: with pods of 3000 and 2000 MiB on one of the node's two devices,
+/// `hami_gpu_memory_allocated_bytes` is 5000 MiB there and 0 on the other, and
+/// `hami_gpu_shared_count` 2 and 0; with the first pod deleted, 2000 MiB and 1.
+pub(super) fn metrics(vendor: &str) -> hami_e2e_core::FnScenario {
+    hami_scenario(vendor, "metrics", &[], |c| async move {
+        let node = c.node("metrics", 2).await?;
+        let backend = c.backend()?;
+        let devices = c.devices_of(&node).await?;
+        let target = devices
+            .first()
+            .map(|d| d.id.clone())
+            .ok_or_else(|| Failure::msg("no device"))?;
+        let options = PodOptions::default().use_id(&target);
+        let annotations: Vec<(String, String)> =
+            backend.pod_annotations(&options)?.into_iter().collect();
+        let mut memory = BTreeMap::new();
+        for (name, mib) in [("big", 3000), ("small", 2000)] {
+            let request = one_device(backend, mib, 10);
+            c.create(&hami_pod_annotated(
+                backend,
+                name,
+                &node,
+                &request,
+                &annotations,
+            )?)
+            .await?;
+            let pod = c.running(name, &node).await?;
+            let granted: u64 = c
+                .backend()?
+                .pod_allocation(pod.annotations())?
+                .devices()
+                .map(|d| d.memory_mib)
+                .sum();
+            memory.insert(name, granted);
+        }
+        let expect = |want: Vec<(String, u64, f64)>| {
+            let c = &c;
+            let node = node.clone();
+            async move {
+                let started = Instant::now();
+                loop {
+                    let text = c.hami.endpoint().metrics().await?;
+                    let allocated = sum_by_device(&text, "hami_gpu_memory_allocated_bytes");
+                    let shared = sum_by_device(&text, "hami_gpu_shared_count");
+                    let got: Vec<(String, u64, f64)> = want
+                        .iter()
+                        .map(|(d, _, _)| {
+                            let key = (node.clone(), d.clone());
+                            (
+                                d.clone(),
+                                (allocated.get(&key).copied().unwrap_or(0.0) / 1_048_576.0) as u64,
+                                shared.get(&key).copied().unwrap_or(0.0),
+                            )
+                        })
+                        .collect();
+                    if got == want {
+                        return Ok::<_, Failure>(());
+                    }
+                    ensure!(
+                        started.elapsed() < DEVICE_METRICS_LAG,
+                        "HAMi's device metrics for {node} are {got:?} (device, MiB, pods) after {DEVICE_METRICS_LAG:?}, not {want:?}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        };
+        let other = devices
+            .get(1)
+            .map(|d| d.id.clone())
+            .ok_or_else(|| Failure::msg("no second device"))?;
+        let both = memory.values().sum::<u64>();
+        c.ctx
+            .step(
+                format!("hami_gpu_memory_allocated_bytes shows {both} MiB on {target}"),
+                expect(vec![(target.clone(), both, 2.0), (other.clone(), 0, 0.0)]),
+            )
+            .await?;
+        c.ctx
+            .step("the first pod is deleted", async {
+                let api = c.ns.api::<Pod>();
+                api.delete("big", &DeleteParams::default().grace_period(0))
+                    .await?;
+                wait::deleted(&api, "big", POD_WAIT).await?;
+                Ok::<_, Failure>(())
+            })
+            .await?;
+        let left = memory["small"];
+        c.ctx
+            .step(
+                format!("and then {left} MiB"),
+                expect(vec![(target.clone(), left, 1.0), (other, 0, 0.0)]),
+            )
+            .await?;
+        Ok(())
+    })
+}
+
+/// `hami::nvidia::hundred-pods`: 100 pods created at once on 10 nodes of two T4s, each pod
+/// 3000 MiB and 20 % of a GPU, which is exactly what the 20 GPUs hold (five each): all
+/// 100 run with their allocations acknowledged (the oracle then checks every GPU), and a
+/// 101st is refused (`no available node`).
+pub(super) fn hundred_pods(vendor: &str) -> hami_e2e_core::FnScenario {
+    hami_scenario(vendor, "hundred-pods", &["load"], |c| async move {
+        let key = "hami-e2e.io/load-group";
+        let group = hami_e2e_k8s::label_value(&format!("{}-{}", c.ns.name(), c.ctx.attempt()));
+        let nodes = futures::future::try_join_all((0..10).map(|i| {
+            let (c, group) = (&c, group.clone());
+            async move {
+                c.node_with(&format!("load{i}"), 2, |_| {}, &[(key, group.as_str())])
+                    .await
+            }
+        }))
+        .await?;
+        let backend = c.backend()?;
+        let request = one_device(backend, 3000, 20);
+        let pod = |name: &str| -> Result<Pod, Failure> {
+            Ok(hami_pod_builder(backend, name, &request)?
+                .node_selector(key, &group)
+                .label("hami-e2e.io/load", "hundred")
+                .annotation("hami.io/node-scheduler-policy", "spread")
+                .build())
+        };
+        let all: Vec<Pod> = (0..100)
+            .map(|i| pod(&format!("load-{i:03}")))
+            .collect::<Result<_, _>>()?;
+        c.ctx
+            .step(
+                "100 device pods are created at once",
+                futures::future::try_join_all(all.iter().map(|p| c.create(p))),
+            )
+            .await?;
+        let within = Duration::from_secs(120);
+        c.ctx
+            .step("all 100 run with their allocations acknowledged", async {
+                let started = Instant::now();
+                loop {
+                    let pods = pods_of(&c.ns, "hami-e2e.io/load=hundred").await?;
+                    let up = pods.iter().filter(|p| acknowledged(p)).count();
+                    if up == 100 {
+                        return Ok::<_, Failure>(());
+                    }
+                    ensure!(
+                        started.elapsed() < within,
+                        "{up} of 100 pods run acknowledged after {within:?}"
+                    );
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            })
+            .await?;
+        let pods = pods_of(&c.ns, "hami-e2e.io/load=hundred").await?;
+        for pod in &pods {
+            let on = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.clone())
+                .unwrap_or_default();
+            ensure!(
+                nodes.contains(&on),
+                "pod {} runs on {on}, not on one of the load nodes",
+                pod.name_any()
+            );
+            c.check_allocation(pod, &request, &on).await?;
+        }
+        c.create(&pod("load-extra")?).await?;
+        c.ctx
+            .step(
+                "a 101st pod finds no node",
+                c.event("load-extra", "FilteringFailed", "no available node"),
+            )
+            .await?;
+        c.unbound("load-extra").await
+    })
+}
+
+/// `hami::all::oracle` (serial, after the others): the allocation oracle over the whole
+/// cluster: every device of every HAMi node within budget by all live pods, and HAMi's
+/// `hami_vgpu_memory_allocated_bytes` reporting only pods that still exist, each with
+/// the memory of its allocation annotation (within 30 s of the last deletion).
+pub(super) fn run_oracle(vendors: &[String]) -> hami_e2e_core::FnScenario {
+    scenario("hami::all::oracle")
+        .labels(["all", "hami", "oracle"])
+        .labels(vendors.iter().cloned())
+        .serial()
+        .requires(Requirement::flag(LOCAL_CLUSTER))
+        .requires(hami_e2e_helm::hami::requirement())
+        .run(|ctx| async move {
+            ctx.fixture::<ClusterFixture>().await?;
+            let hami = ctx.fixture::<HamiFixture>().await?;
+            let registry = ctx.fixture::<DevicesFixture>().await?;
+            let ns = ctx.fixture::<NamespaceFixture>().await?;
+            let client = ns.client();
+            let started = Instant::now();
+            loop {
+                let nodes = Api::<Node>::all(client.clone())
+                    .list(&ListParams::default().labels(&format!(
+                        "{}=true",
+                        hami_e2e_helm::HAMI_NODE_LABEL
+                    )))
+                    .await?
+                    .items;
+                let pods: Vec<Pod> = Api::<Pod>::all(client.clone())
+                    .list(&ListParams::default().labels(hami_e2e_devices::VGPU_NODE))
+                    .await?
+                    .items;
+                let names: Vec<String> = nodes.iter().map(ResourceExt::name_any).collect();
+                let live: Vec<Pod> = pods
+                    .iter()
+                    .filter(|p| {
+                        p.annotations()
+                            .get(hami_e2e_devices::VGPU_NODE)
+                            .is_some_and(|n| names.contains(n))
+                    })
+                    .cloned()
+                    .collect();
+                let usage = hami_e2e_devices::oracle::check(&registry, &nodes, &live);
+                let mut problems: Vec<String> =
+                    usage.violations.iter().map(ToString::to_string).collect();
+                let text = hami.endpoint().metrics().await?;
+                let mut reported: BTreeMap<(String, String, String), f64> = BTreeMap::new();
+                for (labels, value) in series(&text, "hami_vgpu_memory_allocated_bytes") {
+                    let key = |k: &str| labels.get(k).cloned().unwrap_or_default();
+                    *reported
+                        .entry((key("namespace"), key("pod"), key("device_uuid")))
+                        .or_insert(0.0) += value;
+                }
+                for ((pod_ns, pod, device), value) in reported {
+                    let found = pods.iter().find(|p| {
+                        p.namespace().as_deref() == Some(pod_ns.as_str()) && p.name_any() == pod
+                    });
+                    let Some(p) = found else {
+                        problems.push(format!(
+                            "HAMi reports {value} bytes of device memory on {device} for pod {pod_ns}/{pod}, which no longer exists"
+                        ));
+                        continue;
+                    };
+                    let want: u64 = registry
+                        .iter()
+                        .filter_map(|b| b.pod_allocation(p.annotations()).ok())
+                        .flat_map(|a| {
+                            a.devices()
+                                .filter(|d| d.id == device)
+                                .map(|d| d.memory_mib)
+                                .collect::<Vec<_>>()
+                        })
+                        .sum();
+                    if (value - want as f64 * 1_048_576.0).abs() > 1.0 {
+                        problems.push(format!(
+                            "HAMi reports {value} bytes for pod {pod_ns}/{pod} on {device}; its allocation says {want} MiB"
+                        ));
+                    }
+                }
+                if problems.is_empty() {
+                    return Ok(());
+                }
+                ensure!(
+                    started.elapsed() < Duration::from_secs(30),
+                    "{}",
+                    problems.join("; ")
+                );
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+}
