@@ -63,6 +63,8 @@ struct NodeState {
     vendors: Vec<String>,
     fail_next: u32,
     ack_delay: Duration,
+    /// Acknowledgements wait while this is set ([`FakeDeviceAgent::hold_acknowledgements`]).
+    ack_held: bool,
     handshake_stopped: bool,
     acknowledged: u64,
     failed: u64,
@@ -199,6 +201,14 @@ impl FakeDeviceAgent {
     pub fn delay_acknowledgements(&self, node: &str, delay: Duration) {
         if let Some(n) = lock(&self.state).nodes.get_mut(node) {
             n.ack_delay = delay;
+        }
+    }
+
+    /// Holds (or, with `false`, releases) every acknowledgement on `node`: allocations are
+    /// answered only once released, so a test decides when the node lock goes.
+    pub fn hold_acknowledgements(&self, node: &str, held: bool) {
+        if let Some(n) = lock(&self.state).nodes.get_mut(node) {
+            n.ack_held = held;
         }
     }
 
@@ -398,6 +408,9 @@ async fn watch_pods(client: kube::Client, registry: Arc<DeviceRegistry>, state: 
         tokio::spawn(async move {
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
+            }
+            while lock(&state).nodes.get(&node).is_some_and(|n| n.ack_held) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
             let result = allocate(&client, &registry, &vendors, &pod, &node, fail).await;
             let mut s = lock(&state);

@@ -7,7 +7,7 @@
 //! - scheduling: 100 pods (one T4 share each: 1000 MiB, 5 % of the cores) created at once
 //!   onto 10 fake nodes of 8 Tesla T4, time until all are Running and p50/p95 of each pod's
 //!   create → Running (target: all within 20 s on 2 cores); at HAMi's own API client rate
-//!   (`--kube-qps 5 --kube-burst 10`) and at the local cluster's default (50/100).
+//!   (`--kube-qps 5 --kube-burst 10`), at 50/100, and at the local cluster's default (500/1000).
 //!
 //! Needs a HAMi scheduler binary (`HAMI_E2E_HAMI_SCHEDULER`, `HAMI_E2E_HAMI_SOURCE` or the
 //! pinned module); without one it prints why and measures nothing. The README's
@@ -234,14 +234,19 @@ fn main() {
 
         for (what, qps, policy) in [
             (
-                "client rate qps 50, burst 100 (the local default), node policy binpack (HAMi's default)",
-                Some((50, 100)),
+                "client rate qps 500, burst 1000 (the local default), node policy binpack (HAMi's default)",
+                Some((500, 1000)),
                 None,
             ),
             (
-                "client rate qps 50, burst 100, node policy spread",
-                Some((50, 100)),
+                "client rate qps 500, burst 1000, node policy spread",
+                Some((500, 1000)),
                 Some(SchedulerPolicy::Spread),
+            ),
+            (
+                "client rate qps 50, burst 100, node policy binpack",
+                Some((50, 100)),
+                None,
             ),
             (
                 "HAMi's default client rate (qps 5, burst 10), node policy binpack",

@@ -38,8 +38,7 @@ pub(super) fn job_completes(vendor: &str) -> hami_e2e_core::FnScenario {
     hami_scenario(vendor, "job-completes", &[], |c| async move {
         let node = c.node("job", 1).await?;
         let backend = c.backend()?;
-        let profile = profile_of(backend).ok_or_else(|| Failure::msg("no profile"))?;
-        let request = one_device(backend, profile.memory_mib * 3 / 5, 20);
+        let request = c.share(3, 5, 20)?;
         let pod = hami_pod(backend, "job-pod", &node, &request)?;
         let job: Job = serde_json::from_value(serde_json::json!({
             "apiVersion": "batch/v1",
@@ -76,16 +75,13 @@ pub(super) fn job_completes(vendor: &str) -> hami_e2e_core::FnScenario {
             .await?;
         c.check_allocation(&done, &request, &node).await?;
         c.lock_released(&node).await?;
-        c.create(&hami_pod(backend, "after", &node, &request)?)
-            .await?;
-        let after = c
-            .ctx
-            .step(
-                "a pod of 60 % runs once the Job is done",
-                c.running("after", &node),
-            )
-            .await?;
-        c.check_allocation(&after, &request, &node).await?;
+        c.runs(
+            "after",
+            &node,
+            &request,
+            "a pod of 60 % runs once the Job is done",
+        )
+        .await?;
         Ok(())
     })
 }
@@ -127,8 +123,7 @@ pub(super) fn deployment(vendor: &str) -> hami_e2e_core::FnScenario {
     hami_scenario(vendor, "deployment", &[], |c| async move {
         let node = c.node("deploy", 1).await?;
         let backend = c.backend()?;
-        let profile = profile_of(backend).ok_or_else(|| Failure::msg("no profile"))?;
-        let request = one_device(backend, profile.memory_mib * 2 / 5, 20);
+        let request = c.share(2, 5, 20)?;
         let template = hami_pod_builder(backend, "replica", &request)?
             .node_selector("kubernetes.io/hostname", &node);
         let deployment = hami_e2e_k8s::DeploymentBuilder::new("shared", template)
@@ -216,8 +211,7 @@ pub(super) fn restart(vendors: Vec<String>) -> hami_e2e_core::FnScenario {
                     let c = c.for_vendor(v);
                     let node = c.node("restart", 2).await?;
                     let backend = c.backend()?;
-                    let profile = profile_of(backend).ok_or_else(|| Failure::msg("no profile"))?;
-                    let request = one_device(backend, profile.memory_mib * 3 / 5, 20);
+                    let request = c.share(3, 5, 20)?;
                     c.create(&hami_pod(backend, &format!("{v}-holder"), &node, &request)?)
                         .await?;
                     let holder = c.running(&format!("{v}-holder"), &node).await?;
@@ -279,17 +273,10 @@ pub(super) fn restart(vendors: Vec<String>) -> hami_e2e_core::FnScenario {
                     let backend = c.backend()?;
                     let v = &c.vendor;
                     let options = PodOptions::default().use_id(&ids[0]);
-                    let annotations: Vec<(String, String)> =
-                        backend.pod_annotations(&options)?.into_iter().collect();
+                    let annotations = c.annotations(&options)?;
                     let same = format!("{v}-same-device");
-                    c.create(&hami_pod_annotated(
-                        backend,
-                        &same,
-                        node,
-                        request,
-                        &annotations,
-                    )?)
-                    .await?;
+                    c.create_annotated(&same, node, request, &annotations)
+                        .await?;
                     c.refused(&same, "CardInsufficientMemory", node).await?;
                     let other = format!("{v}-other-device");
                     c.create(&hami_pod(backend, &other, node, request)?).await?;
@@ -308,16 +295,13 @@ pub(super) fn restart(vendors: Vec<String>) -> hami_e2e_core::FnScenario {
                 }
                 let backend = late.backend()?;
                 let request = one_device(backend, 1000, 10);
-                late.create(&hami_pod(backend, "on-late-node", &late_node, &request)?)
-                    .await?;
-                let pod = late
-                    .ctx
-                    .step(
-                        "a pod runs on the node added after the restart",
-                        late.running("on-late-node", &late_node),
-                    )
-                    .await?;
-                late.check_allocation(&pod, &request, &late_node).await?;
+                late.runs(
+                    "on-late-node",
+                    &late_node,
+                    &request,
+                    "a pod runs on the node added after the restart",
+                )
+                .await?;
                 Ok(())
             }
         },
@@ -416,19 +400,12 @@ pub(super) fn metrics(vendor: &str) -> hami_e2e_core::FnScenario {
             .map(|d| d.id.clone())
             .ok_or_else(|| Failure::msg("no device"))?;
         let options = PodOptions::default().use_id(&target);
-        let annotations: Vec<(String, String)> =
-            backend.pod_annotations(&options)?.into_iter().collect();
+        let annotations = c.annotations(&options)?;
         let mut memory = BTreeMap::new();
         for (name, mib) in [("big", 3000), ("small", 2000)] {
             let request = one_device(backend, mib, 10);
-            c.create(&hami_pod_annotated(
-                backend,
-                name,
-                &node,
-                &request,
-                &annotations,
-            )?)
-            .await?;
+            c.create_annotated(name, &node, &request, &annotations)
+                .await?;
             let pod = c.running(name, &node).await?;
             let granted: u64 = c
                 .backend()?
@@ -480,15 +457,7 @@ pub(super) fn metrics(vendor: &str) -> hami_e2e_core::FnScenario {
                 expect(vec![(target.clone(), both, 2.0), (other.clone(), 0, 0.0)]),
             )
             .await?;
-        c.ctx
-            .step("the first pod is deleted", async {
-                let api = c.ns.api::<Pod>();
-                api.delete("big", &DeleteParams::default().grace_period(0))
-                    .await?;
-                wait::deleted(&api, "big", POD_WAIT).await?;
-                Ok::<_, Failure>(())
-            })
-            .await?;
+        c.delete_pod("big").await?;
         let left = memory["small"];
         c.ctx
             .step(
@@ -664,5 +633,103 @@ pub(super) fn run_oracle(vendors: &[String]) -> hami_e2e_core::FnScenario {
                 );
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
+        })
+}
+
+/// `hami::nvidia::device-plugin-nodes` (a real cluster with HAMi installed by its chart;
+/// skipped on the local cluster, whose fake nodes have no device plugin pods): HAMi's
+/// NVIDIA device plugin DaemonSet (`app.kubernetes.io/component: hami-device-plugin`) runs
+/// a ready pod on every schedulable node its node selector (the chart's
+/// `devicePlugin.nvidiaNodeSelector`, `gpu: "on"`) picks, and on no other node.
+pub(super) fn device_plugin_nodes() -> hami_e2e_core::FnScenario {
+    use k8s_openapi::api::apps::v1::DaemonSet;
+    scenario("hami::nvidia::device-plugin-nodes")
+        .labels(["nvidia", "cluster", "hami-install"])
+        .requires(Requirement::custom("a cluster running HAMi's device plugin", |caps| {
+            if caps.flags.contains(LOCAL_CLUSTER) {
+                Err("the local cluster runs no device plugin pods: the fake device agent plays HAMi's device plugins on its fake nodes (run it against a cluster with HAMi installed, by --kubeconfig)".into())
+            } else {
+                Ok(())
+            }
+        }))
+        .run(|ctx| async move {
+            let cluster = ctx.fixture::<ClusterFixture>().await?;
+            let client = cluster.client();
+            let component = "app.kubernetes.io/component=hami-device-plugin";
+            let sets = Api::<DaemonSet>::all(client.clone())
+                .list(&ListParams::default().labels(component))
+                .await?
+                .items;
+            let set = sets.into_iter().next().ok_or_else(|| {
+                Failure::assertion(format!(
+                    "no DaemonSet labelled {component} in any namespace: HAMi's device plugin is not installed"
+                ))
+            })?;
+            let spec = set.spec.clone();
+            let selector = spec
+                .template
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_selector.clone())
+                .unwrap_or_default();
+            let wanted = selector
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",");
+            let nodes = Api::<Node>::all(client.clone())
+                .list(&ListParams::default().labels(&wanted))
+                .await?
+                .items;
+            let picked: Vec<String> = nodes
+                .iter()
+                .filter(|n| !n.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false))
+                .map(ResourceExt::name_any)
+                .collect();
+            let pod_labels = spec
+                .selector
+                .match_labels
+                .unwrap_or_default()
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",");
+            let ns = set.namespace().unwrap_or_default();
+            let pods = Api::<Pod>::namespaced(client.clone(), &ns)
+                .list(&ListParams::default().labels(&pod_labels))
+                .await?
+                .items;
+            let mut problems = Vec::new();
+            for pod in &pods {
+                let on = pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.node_name.clone())
+                    .unwrap_or_default();
+                if !picked.contains(&on) {
+                    problems.push(format!(
+                        "device plugin pod {ns}/{} runs on {on}, which {wanted} does not pick",
+                        pod.name_any()
+                    ));
+                }
+            }
+            for node in &picked {
+                let ready = pods.iter().any(|p| {
+                    p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node.as_str())
+                        && phase(p) == "Running"
+                        && p.status
+                            .as_ref()
+                            .and_then(|s| s.conditions.as_ref())
+                            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+                });
+                if !ready {
+                    problems.push(format!(
+                        "node {node} ({wanted}) has no ready device plugin pod of {ns}/{}",
+                        set.name_any()
+                    ));
+                }
+            }
+            ensure!(problems.is_empty(), "{}", problems.join("; "));
+            Ok(())
         })
 }

@@ -23,14 +23,8 @@ pub(super) fn mutex(vendor: &str) -> hami_e2e_core::FnScenario {
             .await?;
         let resident = c.running("resident", &node).await?;
         let used = c.device_ids(&resident)?;
-        c.create(&hami_pod_annotated(
-            backend,
-            "mutex-1",
-            &node,
-            &request,
-            &device_policy("mutex"),
-        )?)
-        .await?;
+        c.create_annotated("mutex-1", &node, &request, &device_policy("mutex"))
+            .await?;
         let first = c
             .ctx
             .step(
@@ -43,14 +37,8 @@ pub(super) fn mutex(vendor: &str) -> hami_e2e_core::FnScenario {
             got.len() == 1 && !used.contains(&got[0]),
             "the mutex pod got {got:?}, not the idle device (the used one is {used:?})"
         );
-        c.create(&hami_pod_annotated(
-            backend,
-            "mutex-2",
-            &node,
-            &request,
-            &device_policy("mutex"),
-        )?)
-        .await?;
+        c.create_annotated("mutex-2", &node, &request, &device_policy("mutex"))
+            .await?;
         c.refused("mutex-2", "ExclusiveDeviceAllocateConflict", &node)
             .await?;
         c.create(&hami_pod(backend, "sharer", &node, &request)?)
@@ -83,22 +71,14 @@ pub(super) fn numa(vendor: &str) -> hami_e2e_core::FnScenario {
         let whole = one_device(backend, 1000, 100);
         for (name, device) in [("hold-0", &devices[1]), ("hold-1", &devices[2])] {
             let options = PodOptions::default().use_id(&device.id);
-            let annotations: Vec<(String, String)> =
-                backend.pod_annotations(&options)?.into_iter().collect();
-            c.create(&hami_pod_annotated(
-                backend,
-                name,
-                &node,
-                &whole,
-                &annotations,
-            )?)
-            .await?;
+            let annotations = c.annotations(&options)?;
+            c.create_annotated(name, &node, &whole, &annotations)
+                .await?;
             c.running(name, &node).await?;
         }
         let pair = DeviceRequest::devices(2).memory_mib(1000).cores(40);
         let bind = vec![("nvidia.com/numa-bind".to_string(), "true".to_string())];
-        c.create(&hami_pod_annotated(backend, "bound", &node, &pair, &bind)?)
-            .await?;
+        c.create_annotated("bound", &node, &pair, &bind).await?;
         c.refused("bound", "NumaNotFit", &node).await?;
         c.ns.api::<Pod>()
             .delete("bound", &DeleteParams::default().grace_period(0))
@@ -120,17 +100,9 @@ pub(super) fn numa(vendor: &str) -> hami_e2e_core::FnScenario {
             got == want,
             "the unbound pair got {got:?}, not the free GPUs {want:?}"
         );
-        c.ctx
-            .step("NUMA node 1's held GPU is freed", async {
-                let api = c.ns.api::<Pod>();
-                api.delete("hold-1", &DeleteParams::default().grace_period(0))
-                    .await?;
-                wait::deleted(&api, "hold-1", POD_WAIT).await?;
-                Ok::<_, Failure>(())
-            })
-            .await?;
-        c.create(&hami_pod_annotated(backend, "numa-1", &node, &pair, &bind)?)
-            .await?;
+        // NUMA node 1's held GPU is freed.
+        c.delete_pod("hold-1").await?;
+        c.create_annotated("numa-1", &node, &pair, &bind).await?;
         let bound = c
             .ctx
             .step(

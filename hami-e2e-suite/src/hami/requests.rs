@@ -176,20 +176,6 @@ fn ascend_runtime(pod: &Pod, chip: &str) -> Result<Vec<(String, u64)>, Failure> 
         .collect())
 }
 
-/// The memory limit of `pod`'s first container for `resource`.
-fn memory_limit(pod: &Pod, resource: &str) -> Option<String> {
-    pod.spec
-        .as_ref()?
-        .containers
-        .first()?
-        .resources
-        .as_ref()?
-        .limits
-        .as_ref()?
-        .get(resource)
-        .map(|q| q.0.clone())
-}
-
 /// `hami::ascend::template`: outside hami-core mode HAMi's webhook rounds an Ascend memory
 /// request up to the chip's smallest template that holds it (2000 → 16384 MiB,
 /// `vir05_1c_16g`; 20000 → 32768, `vir10_3c_32g` on the 910B3), HAMi allocates that and
@@ -227,7 +213,7 @@ pub(super) fn ascend_template(vendor: &str) -> hami_e2e_core::FnScenario {
                 )
                 .await?
                 .map_err(|m| Failure::assertion(format!("the {ask} MiB pod was refused: `{m}`")))?;
-            let limit = memory_limit(&admitted, &memory);
+            let limit = first_limit(&admitted, &memory);
             ensure!(
                 limit.as_deref() == Some(template.memory_mib.to_string().as_str()),
                 "HAMi's webhook rewrote {memory}: {ask} to {limit:?}, not to template {}'s {}",
@@ -277,28 +263,14 @@ pub(super) fn ascend_vnpu_mode(vendor: &str) -> hami_e2e_core::FnScenario {
         let soft = c
             .node_annotated("soft", 1, |_| {}, &[], &[("hami-vnpu-core", "true")])
             .await?;
-        let backend = c.backend()?;
         let options = PodOptions::default().mode(hami_e2e_devices::VNPU_MODE_HAMI_CORE);
-        let annotations: Vec<(String, String)> =
-            backend.pod_annotations(&options)?.into_iter().collect();
+        let annotations = c.annotations(&options)?;
         let request = DeviceRequest::devices(1).memory_mib(3000).cores(10);
-        c.create(&hami_pod_annotated(
-            backend,
-            "on-hard",
-            &hard,
-            &request,
-            &annotations,
-        )?)
-        .await?;
+        c.create_annotated("on-hard", &hard, &request, &annotations)
+            .await?;
         c.refused("on-hard", "ModeNotFit", &hard).await?;
-        c.create(&hami_pod_annotated(
-            backend,
-            "on-soft",
-            &soft,
-            &request,
-            &annotations,
-        )?)
-        .await?;
+        c.create_annotated("on-soft", &soft, &request, &annotations)
+            .await?;
         let pod = c
             .ctx
             .step(
