@@ -411,6 +411,29 @@ pub trait DeviceBackend: Send + Sync + fmt::Debug {
             what: "in-container verification".to_owned(),
         })
     }
+
+    /// A command that proves the memory limit of what was `granted` to a container: an
+    /// allocation under it that succeeds and one over it that is refused (reading the
+    /// memory shown proves nothing: a limiter that does not enforce shows it too); `None`
+    /// when the vendor has none. Its image needs what the command runs (NVIDIA: `python3`).
+    fn limit_probe_command(&self, granted: &[ContainerDevice]) -> Option<Vec<String>> {
+        let _ = granted;
+        None
+    }
+
+    /// Checks the output (stdout and stderr) of [`DeviceBackend::limit_probe_command`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::VerificationMismatch`] with what disproved the limit or what the output
+    /// lacks; [`Error::Unsupported`] (the default) when there is no probe.
+    fn check_limit_probe(&self, output: &str, granted: &[ContainerDevice]) -> Result<()> {
+        let _ = (output, granted);
+        Err(Error::Unsupported {
+            vendor: self.vendor().to_owned(),
+            what: "a memory limit probe".to_owned(),
+        })
+    }
 }
 
 /// The register annotation of `node`, decoded as JSON when it starts with `[`, else in the

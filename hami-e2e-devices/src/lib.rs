@@ -148,6 +148,7 @@ mod error;
 mod hygon;
 mod node;
 mod nvidia;
+pub mod nvidia_probe;
 pub mod nvidia_smi;
 pub mod oracle;
 mod pod;

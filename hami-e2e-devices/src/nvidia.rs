@@ -202,6 +202,41 @@ impl DeviceBackend for Nvidia {
         Some(nvidia_smi::query_gpu_command())
     }
 
+    /// [`memory_probe_command`](crate::nvidia_probe::memory_probe_command) for the first GPU's grant (the probe
+    /// allocates on device 0).
+    fn limit_probe_command(&self, granted: &[ContainerDevice]) -> Option<Vec<String>> {
+        granted
+            .first()
+            .map(|g| crate::nvidia_probe::memory_probe_command(g.memory_mib))
+    }
+
+    /// [`memory_verdict`](crate::nvidia_probe::memory_verdict) must say the limit holds for the first GPU's grant.
+    fn check_limit_probe(&self, output: &str, granted: &[ContainerDevice]) -> Result<()> {
+        use crate::nvidia_probe::{MemoryVerdict, memory_verdict, parse_probe};
+        let Some(grant) = granted.first() else {
+            return Err(Error::VerificationMismatch {
+                vendor: self.vendor().to_owned(),
+                problems: vec!["no GPU was granted to the probe's container".into()],
+            });
+        };
+        let problem = match memory_verdict(&parse_probe(output), grant.memory_mib) {
+            MemoryVerdict::Holds { .. } => return Ok(()),
+            MemoryVerdict::NotEnforced { reason } => {
+                format!("GPU {}: the memory limit does not hold: {reason}", grant.id)
+            }
+            MemoryVerdict::Unproven { reason } => {
+                format!(
+                    "GPU {}: the memory limit was not proven: {reason}",
+                    grant.id
+                )
+            }
+        };
+        Err(Error::VerificationMismatch {
+            vendor: self.vendor().to_owned(),
+            problems: vec![problem],
+        })
+    }
+
     /// Every GPU the container sees must be one it was granted, showing the granted memory
     /// as `memory.total` (HAMi-core's hook), and every granted GPU must be seen.
     fn verify_output(&self, output: &str, granted: &[ContainerDevice]) -> Result<()> {
