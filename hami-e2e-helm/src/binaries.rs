@@ -86,6 +86,12 @@ pub const HAMI_SCHEDULER_ENV: &str = "HAMI_E2E_HAMI_SCHEDULER";
 /// The environment variable naming a HAMi checkout (its top folder) to build the scheduler
 /// from, when [`HAMI_SCHEDULER_ENV`] is unset.
 pub const HAMI_SOURCE_ENV: &str = "HAMI_E2E_HAMI_SOURCE";
+/// The environment variable naming a prebuilt scheduler of the release before the one in
+/// use, for the upgrade and rollback scenarios.
+pub const HAMI_SCHEDULER_PREVIOUS_ENV: &str = "HAMI_E2E_HAMI_SCHEDULER_PREVIOUS";
+/// The environment variable naming a checkout of the release before the one in use, built
+/// when [`HAMI_SCHEDULER_PREVIOUS_ENV`] is unset.
+pub const HAMI_SOURCE_PREVIOUS_ENV: &str = "HAMI_E2E_HAMI_SOURCE_PREVIOUS";
 /// The environment variable naming the `helm` binary to use.
 pub const HELM_ENV: &str = "HAMI_E2E_HELM";
 
@@ -191,6 +197,23 @@ impl HamiRelease {
                     .collect::<Vec<_>>()
                     .join(", "),
             })
+    }
+
+    /// The pinned release before this one (`v2.9.0` before `v2.10.0`), if any.
+    ///
+    /// ```
+    /// use hami_e2e_helm::binaries::HamiRelease;
+    ///
+    /// let current = HamiRelease::find(Some("2.10"))?;
+    /// assert_eq!(current.previous().map(|r| r.version()), Some("v2.9.0"));
+    /// assert!(HamiRelease::find(Some("2.9"))?.previous().is_none());
+    /// # Ok::<(), hami_e2e_helm::Error>(())
+    /// ```
+    pub fn previous(&self) -> Option<HamiRelease> {
+        let i = HAMI_RELEASES
+            .iter()
+            .position(|r| r.version == self.version)?;
+        HAMI_RELEASES.get(i + 1).copied()
     }
 
     /// The release named by `HAMI_E2E_HAMI_VERSION`, or the default.
@@ -480,6 +503,14 @@ impl SchedulerInputs {
         Self::new()
             .scheduler(std::env::var_os(HAMI_SCHEDULER_ENV).unwrap_or_default())
             .source(std::env::var_os(HAMI_SOURCE_ENV).unwrap_or_default())
+    }
+
+    /// `HAMI_E2E_HAMI_SCHEDULER_PREVIOUS` and `HAMI_E2E_HAMI_SOURCE_PREVIOUS` of the
+    /// process: the release before the one in use.
+    pub fn previous_from_env() -> Self {
+        Self::new()
+            .scheduler(std::env::var_os(HAMI_SCHEDULER_PREVIOUS_ENV).unwrap_or_default())
+            .source(std::env::var_os(HAMI_SOURCE_PREVIOUS_ENV).unwrap_or_default())
     }
 
     /// Sets the scheduler binary (an empty path unsets it).

@@ -43,7 +43,10 @@ use k8s_openapi::api::core::v1::Node;
 use kube::Api;
 use serde::{Deserialize, Serialize};
 
-use crate::binaries::{FindSchedulerError, HamiRelease, find_hami_scheduler_once};
+use crate::binaries::{
+    FindSchedulerError, HamiRelease, HamiScheduler, SchedulerInputs, find_hami_scheduler_once,
+    find_hami_scheduler_once_with,
+};
 use crate::local::{HamiEndpoint, LocalHami, LocalHamiOptions};
 
 /// The capability flag the probe sets when HAMi can run for this run's scenarios.
@@ -156,7 +159,9 @@ pub fn record(caps: Capabilities, availability: &HamiAvailability) -> Capabiliti
     }
 }
 
-/// What HAMi's scenarios require: [`HAMI_FLAG`]; a miss gives the probe's reason.
+/// What HAMi's scenarios require: [`HAMI_FLAG`]; a miss gives the probe's reason. A HAMi
+/// that was given but is unusable (the reason starts with `failed:`) passes, so that the
+/// scenarios run and the HAMi fixture fails them naming the cause, instead of skipping.
 ///
 /// ```
 /// use hami_e2e_core::Capabilities;
@@ -169,7 +174,13 @@ pub fn record(caps: Capabilities, availability: &HamiAvailability) -> Capabiliti
 /// ```
 pub fn requirement() -> Requirement {
     Requirement::custom("HAMi's scheduler", |caps| {
-        if caps.flags.contains(HAMI_FLAG) {
+        // A HAMi that was given but is unusable is not a reason to skip: the scenario runs,
+        // and the HAMi fixture fails it with the cause.
+        let failed = caps
+            .facts
+            .get(HAMI_UNAVAILABLE_FACT)
+            .is_some_and(|r| r.starts_with("failed:"));
+        if caps.flags.contains(HAMI_FLAG) || failed {
             Ok(())
         } else {
             Err(caps
@@ -177,6 +188,121 @@ pub fn requirement() -> Requirement {
                 .get(HAMI_UNAVAILABLE_FACT)
                 .cloned()
                 .unwrap_or_else(|| "needs HAMi's scheduler (the probe did not look)".into()))
+        }
+    })
+}
+
+/// The capability flag [`record_previous`] sets when a scheduler of the release before the
+/// one in use can be had (the upgrade and rollback scenarios).
+pub const HAMI_PREVIOUS_FLAG: &str = "hami-previous";
+/// The capability fact with the previous release's scheduler (`v2.9.0 (from
+/// HAMI_E2E_HAMI_SCHEDULER_PREVIOUS)`), or why there is none.
+pub const HAMI_PREVIOUS_FACT: &str = "hami previous";
+
+/// The scheduler of the pinned release before the one in use (`HAMI_E2E_HAMI_VERSION`, by
+/// default v2.10.0): `HAMI_E2E_HAMI_SCHEDULER_PREVIOUS`, else a checkout in
+/// `HAMI_E2E_HAMI_SOURCE_PREVIOUS`, else that release's Go module; found once per process.
+///
+/// # Errors
+///
+/// [`FindSchedulerError::Unavailable`] (skip) when none is given and the module cannot be
+/// built, or no release before the one in use is pinned; [`FindSchedulerError::Failed`]
+/// when what was given is unusable (its message names the variable).
+pub async fn previous_scheduler() -> Result<HamiScheduler, FindSchedulerError> {
+    let current = HamiRelease::from_env().map_err(|e| FindSchedulerError::Failed(Arc::new(e)))?;
+    let Some(previous) = current.previous() else {
+        return Err(FindSchedulerError::Unavailable {
+            reason: format!("no HAMi release before {} is pinned", current.version()),
+        });
+    };
+    let inputs = SchedulerInputs::previous_from_env();
+    match find_hami_scheduler_once_with(&Default::default(), &previous, &inputs).await {
+        Err(FindSchedulerError::Unavailable { reason }) => {
+            // The module's answer, without the names of the current release's variables.
+            let tail = reason
+                .split_once("are unset, and ")
+                .map_or(reason.as_str(), |(_, t)| t);
+            Err(FindSchedulerError::Unavailable {
+                reason: format!(
+                    "no HAMi {} scheduler for the upgrade: {} and {} are unset, and {tail}",
+                    previous.version(),
+                    crate::binaries::HAMI_SCHEDULER_PREVIOUS_ENV,
+                    crate::binaries::HAMI_SOURCE_PREVIOUS_ENV
+                ),
+            })
+        }
+        Err(FindSchedulerError::Failed(e))
+            if inputs.scheduler.is_some() || inputs.source.is_some() =>
+        {
+            use crate::binaries::{
+                HAMI_SCHEDULER_ENV, HAMI_SCHEDULER_PREVIOUS_ENV, HAMI_SOURCE_ENV,
+                HAMI_SOURCE_PREVIOUS_ENV,
+            };
+            // The finder names the current release's variables; these were the previous'.
+            let message = e
+                .to_string()
+                .replace(
+                    &format!("{HAMI_SCHEDULER_ENV})"),
+                    &format!("{HAMI_SCHEDULER_PREVIOUS_ENV})"),
+                )
+                .replace(
+                    &format!("{HAMI_SOURCE_ENV})"),
+                    &format!("{HAMI_SOURCE_PREVIOUS_ENV})"),
+                );
+            Err(FindSchedulerError::Failed(Arc::new(crate::Error::Hami {
+                what: format!("HAMi {}'s scheduler for the upgrade", previous.version()),
+                message,
+            })))
+        }
+        other => other,
+    }
+}
+
+/// Records what [`previous_scheduler`] found: [`HAMI_PREVIOUS_FLAG`] and the fact
+/// [`HAMI_PREVIOUS_FACT`], or the fact alone with the reason (a failure's starting with
+/// `failed:`).
+pub fn record_previous(
+    caps: Capabilities,
+    found: &Result<HamiScheduler, FindSchedulerError>,
+) -> Capabilities {
+    match found {
+        Ok(s) => caps
+            .with_flag(HAMI_PREVIOUS_FLAG)
+            .with_fact(HAMI_PREVIOUS_FACT, format!("{} ({})", s.version, s.source)),
+        Err(FindSchedulerError::Unavailable { reason }) => {
+            caps.with_fact(HAMI_PREVIOUS_FACT, reason.clone())
+        }
+        Err(e) => caps.with_fact(HAMI_PREVIOUS_FACT, format!("failed: {e}")),
+    }
+}
+
+/// What the upgrade scenarios require: [`owned_requirement`] and [`HAMI_PREVIOUS_FLAG`].
+///
+/// ```
+/// use hami_e2e_core::Capabilities;
+/// use hami_e2e_helm::{HamiAvailability, hami};
+///
+/// let caps = hami::record(Capabilities::default(), &HamiAvailability::Available("v2.10.0".into()))
+///     .with_fact(hami::HAMI_PREVIOUS_FACT, "no HAMi v2.9.0 scheduler for the upgrade: ...");
+/// assert!(hami::previous_requirement().check(&caps).unwrap_err().contains("v2.9.0"));
+/// ```
+pub fn previous_requirement() -> Requirement {
+    Requirement::custom("HAMi's previous release", |caps| {
+        owned_requirement().check(caps)?;
+        let failed = caps
+            .facts
+            .get(HAMI_PREVIOUS_FACT)
+            .is_some_and(|r| r.starts_with("failed:"));
+        if caps.flags.contains(HAMI_PREVIOUS_FLAG) || failed {
+            Ok(())
+        } else {
+            Err(caps
+                .facts
+                .get(HAMI_PREVIOUS_FACT)
+                .cloned()
+                .unwrap_or_else(|| {
+                    "needs the previous HAMi release (the probe did not look)".into()
+                }))
         }
     })
 }
@@ -429,6 +555,34 @@ impl Hami {
             registered = ?started.elapsed(),
             "HAMi's scheduler restarted"
         );
+        Ok(())
+    }
+
+    /// Replaces HAMi's scheduler with `binary` (another release: an upgrade or a rollback),
+    /// same flags and endpoints ([`LocalHami::restart_with`]), or with the run's own binary
+    /// again when `binary` is `None`; waits until it registers `nodes` (see
+    /// [`restart`](Self::restart) for when HAMi registers the nodes it had).
+    ///
+    /// # Errors
+    ///
+    /// As [`restart`](Self::restart).
+    pub async fn switch_scheduler(
+        &self,
+        binary: Option<&std::path::Path>,
+        nodes: &[&str],
+    ) -> Result<(), Failure> {
+        let (Some(local), Some(cluster)) = (&self.local, self.cluster.local()) else {
+            return Err(Failure::msg(
+                "cannot replace HAMi's scheduler: this process does not run it (the shared cluster's supervisor does)",
+            ));
+        };
+        match binary {
+            Some(b) => local.restart_with(cluster, b).await?,
+            None => local.restart(cluster).await?,
+        }
+        self.endpoint
+            .wait_registered(nodes, Duration::from_secs(30))
+            .await?;
         Ok(())
     }
 

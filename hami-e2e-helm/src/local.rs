@@ -487,7 +487,17 @@ impl LocalHami {
         cluster: &LocalCluster,
         timeout: Duration,
     ) -> Result<()> {
-        let mut spec = ProcessSpec::new(HAMI_PROCESS, &self.binary).args(self.args.clone());
+        self.start_scheduler_binary(cluster, &self.binary, timeout)
+            .await
+    }
+
+    async fn start_scheduler_binary(
+        &self,
+        cluster: &LocalCluster,
+        binary: &Path,
+        timeout: Duration,
+    ) -> Result<()> {
+        let mut spec = ProcessSpec::new(HAMI_PROCESS, binary).args(self.args.clone());
         for (k, v) in &self.env {
             spec = spec.env(k, v);
         }
@@ -584,6 +594,20 @@ impl LocalHami {
     pub async fn restart(&self, cluster: &LocalCluster) -> Result<()> {
         cluster.stop_process(HAMI_PROCESS).await?;
         self.start_scheduler_process(cluster, Duration::from_secs(60))
+            .await
+    }
+
+    /// Stops HAMi's scheduler and starts `binary` in its place with the same flags, port,
+    /// certificate and device config (an upgrade to another release, or a rollback);
+    /// [`restart`](Self::restart) goes back to the binary it was started with.
+    ///
+    /// # Errors
+    ///
+    /// As [`LocalHami::start`]; the log's last lines say why a binary that does not take
+    /// these flags exited.
+    pub async fn restart_with(&self, cluster: &LocalCluster, binary: &Path) -> Result<()> {
+        cluster.stop_process(HAMI_PROCESS).await?;
+        self.start_scheduler_binary(cluster, binary, Duration::from_secs(60))
             .await
     }
 

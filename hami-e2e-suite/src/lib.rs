@@ -216,6 +216,21 @@ impl Suite {
                         other => tracing::info!("HAMi's scenarios cannot run: {other:?}"),
                     }
                     let caps = hami_e2e_helm::hami::record(caps, &hami);
+                    // The previous release, for the upgrade scenarios: looked for only where
+                    // this process runs HAMi itself.
+                    let caps = if caps.flags.contains(hami_e2e_helm::hami::HAMI_OWNED_FLAG) {
+                        let previous = hami_e2e_helm::hami::previous_scheduler().await;
+                        if let Ok(p) = &previous {
+                            tracing::info!(
+                                "HAMi's previous release for the upgrade: {} ({})",
+                                p.version,
+                                p.source
+                            );
+                        }
+                        hami_e2e_helm::hami::record_previous(caps, &previous)
+                    } else {
+                        caps
+                    };
                     *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(inventory);
                     Ok(caps)
                 }

@@ -206,106 +206,262 @@ pub(super) fn restart(vendors: Vec<String>) -> hami_e2e_core::FnScenario {
         move |c| {
             let vendors = vendors.clone();
             async move {
-                let mut held = Vec::new();
-                for v in &vendors {
-                    let c = c.for_vendor(v);
-                    let node = c.node("restart", 2).await?;
-                    let backend = c.backend()?;
-                    let request = c.share(3, 5, 20)?;
-                    c.create(&hami_pod(backend, &format!("{v}-holder"), &node, &request)?)
-                        .await?;
-                    let holder = c.running(&format!("{v}-holder"), &node).await?;
-                    let ids = c_ids(&holder, backend)?;
-                    held.push((c, node, request, ids));
-                }
-                let nodes: Vec<String> = held.iter().map(|(_, n, _, _)| n.clone()).collect();
-                let mine = |m: &str| -> BTreeMap<(String, String), f64> {
-                    vgpu_memory_by_device(m)
-                        .into_iter()
-                        .filter(|((n, _), _)| nodes.contains(n))
-                        .collect()
-                };
-                let before = mine(&c.hami.endpoint().metrics().await?);
-                ensure!(
-                    before.len() == vendors.len(),
-                    "before the restart HAMi reports hami_vgpu_memory_allocated_bytes for {} of the {} held devices: {before:?}",
-                    before.len(),
-                    vendors.len()
-                );
-                // The plugins have answered HAMi's last handshake (`restart-handshake` is
-                // the case where they have not).
-                for node in &nodes {
-                    c.hami.agent().answer_handshake_now(node).await;
-                }
-                c.ctx
-                    .step("HAMi's scheduler is restarted", c.hami.restart(&[]))
+                let held = Held::take(&c, &vendors, "restart").await?;
+                held.switch(&c, None, "HAMi's scheduler is restarted", "late")
                     .await?;
-                // A node added after the restart is registered at once, and the others with
-                // it (HAMi registers every node on a node's arrival).
-                let late = c.for_vendor(&vendors[0]);
-                let late_node = late.node("late", 1).await?;
-                let names: Vec<&str> = nodes.iter().map(String::as_str).collect();
+                held.check_after(&c, "after-restart").await
+            }
+        },
+    )
+}
+
+/// `hami::all::upgrade` (serial; needs the previous release, `HAMI_E2E_HAMI_SCHEDULER_PREVIOUS`
+/// or `HAMI_E2E_HAMI_SOURCE_PREVIOUS`): with the previous HAMi (v2.9.0) in place of the
+/// run's, a pod of each vendor holds 60 % of one of a node's two devices; upgraded to the
+/// run's HAMi (v2.10.0), the pods keep their allocation annotations, the per-pod metrics are
+/// what the previous release reported, a 60 % pod asking the held device is refused
+/// (`CardInsufficientMemory`) and one without a choice runs on the other device. Rolled back
+/// to the previous release, it rebuilds the same usage (both devices now 60 % used) and
+/// refuses a third 60 % pod on each node. The run's HAMi is put back afterwards, whatever
+/// happened.
+pub(super) fn upgrade(vendors: Vec<String>) -> hami_e2e_core::FnScenario {
+    let labels = vendors.clone();
+    hami_scenario_with(
+        "all",
+        "upgrade",
+        &["upgrade"],
+        |b| {
+            b.labels(labels)
+                .serial()
+                .requires(hami_e2e_helm::hami::previous_requirement())
+        },
+        move |c| {
+            let vendors = vendors.clone();
+            async move {
+                let previous = hami_e2e_helm::hami::previous_scheduler().await?;
+                let hami = Arc::clone(&c.hami);
+                c.ctx
+                    .defer("put the run's HAMi scheduler back", async move {
+                        hami.switch_scheduler(None, &[]).await
+                    });
                 c.ctx
                     .step(
-                        "HAMi registers the nodes it had again",
-                        c.hami
-                            .endpoint()
-                            .wait_registered(&names, Duration::from_secs(30)),
+                        format!("HAMi {} takes the run's place", previous.version),
+                        c.hami.switch_scheduler(Some(&previous.path), &[]),
                     )
                     .await?;
-                c.ctx
-                    .step("its per-pod metrics are rebuilt as they were", async {
-                        let started = Instant::now();
-                        loop {
-                            let after = mine(&c.hami.endpoint().metrics().await?);
-                            if after == before {
-                                return Ok::<_, Failure>(());
-                            }
-                            ensure!(
-                                started.elapsed() < Duration::from_secs(15),
-                                "after the restart HAMi reports {after:?}, before it {before:?}"
-                            );
-                            tokio::time::sleep(Duration::from_millis(250)).await;
-                        }
-                    })
+                running_release(&c, false).await?;
+                let held = Held::take(&c, &vendors, "upgrade").await?;
+                let annotations = held.allocations(&c).await?;
+                held.switch(&c, None, "upgraded to the run's HAMi", "late-up")
                     .await?;
-                for (c, node, request, ids) in &held {
-                    let backend = c.backend()?;
-                    let v = &c.vendor;
-                    let options = PodOptions::default().use_id(&ids[0]);
-                    let annotations = c.annotations(&options)?;
-                    let same = format!("{v}-same-device");
-                    c.create_annotated(&same, node, request, &annotations)
+                running_release(&c, true).await?;
+                ensure!(
+                    held.allocations(&c).await? == annotations,
+                    "the held pods' allocation annotations changed with the upgrade"
+                );
+                held.check_after(&c, "after-upgrade").await?;
+                let rolled = held.with_metrics(&c).await?;
+                rolled
+                    .switch(
+                        &c,
+                        Some(&previous.path),
+                        &format!("rolled back to HAMi {}", previous.version),
+                        "late-back",
+                    )
+                    .await?;
+                running_release(&c, false).await?;
+                for (c, node, request, _) in &rolled.pods {
+                    let name = format!("{}-third", c.vendor);
+                    c.create(&hami_pod(c.backend()?, &name, node, request)?)
                         .await?;
-                    c.refused(&same, "CardInsufficientMemory", node).await?;
-                    let other = format!("{v}-other-device");
-                    c.create(&hami_pod(backend, &other, node, request)?).await?;
-                    let pod = c
-                        .ctx
-                        .step(
-                            format!("a 60 % {v} pod runs on the other device"),
-                            c.running(&other, node),
-                        )
-                        .await?;
-                    let got = c_ids(&pod, backend)?;
-                    ensure!(
-                        got.len() == 1 && !ids.contains(&got[0]),
-                        "after the restart HAMi put the 60 % {v} pod on {got:?}, beside the holder's {ids:?}"
-                    );
+                    c.refused(&name, "CardInsufficientMemory", node).await?;
                 }
-                let backend = late.backend()?;
-                let request = one_device(backend, 1000, 10);
-                late.runs(
-                    "on-late-node",
-                    &late_node,
-                    &request,
-                    "a pod runs on the node added after the restart",
-                )
-                .await?;
                 Ok(())
             }
         },
     )
+}
+
+/// Checks which release answers HAMi's metrics: the run's (its `hami_build_info` version,
+/// which v2.10.0 exports), or, with `run_s` false, another one (v2.9.0 exports no
+/// `hami_build_info`).
+async fn running_release(c: &Case, run_s: bool) -> Result<(), Failure> {
+    let text = c.hami.endpoint().metrics().await?;
+    let version = series(&text, "hami_build_info")
+        .into_iter()
+        .find_map(|(labels, _)| labels.get("version").cloned());
+    let own = &c.hami.endpoint().version;
+    if run_s {
+        ensure!(
+            version.as_deref() == Some(own.as_str()),
+            "HAMi's metrics report the build {version:?}, not the run's {own}"
+        );
+    } else {
+        ensure!(
+            version.as_deref() != Some(own.as_str()),
+            "HAMi's metrics still report the run's build {own}: the previous release did not take its place"
+        );
+    }
+    Ok(())
+}
+
+/// Per vendor, a node of two devices and a pod holding 60 % of one of them, with HAMi's
+/// per-pod metrics of those nodes: what a restart or an upgrade must keep.
+struct Held {
+    /// (the vendor's case, node, the 60 % request, the held device's ids).
+    pods: Vec<(Case, String, DeviceRequest, Vec<String>)>,
+    /// `hami_vgpu_memory_allocated_bytes` per (node, device) of those nodes.
+    metrics: BTreeMap<(String, String), f64>,
+}
+
+impl Held {
+    async fn take(c: &Case, vendors: &[String], what: &str) -> Result<Held, Failure> {
+        let mut pods = Vec::new();
+        for v in vendors {
+            let c = c.for_vendor(v);
+            let node = c.node(what, 2).await?;
+            let request = c.share(3, 5, 20)?;
+            let holder = format!("{v}-holder");
+            let pod = c
+                .runs(&holder, &node, &request, &format!("a 60 % {v} pod runs"))
+                .await?;
+            let ids = c_ids(&pod, c.backend()?)?;
+            pods.push((c, node, request, ids));
+        }
+        let held = Held {
+            pods,
+            metrics: BTreeMap::new(),
+        };
+        let held = held.with_metrics(c).await?;
+        ensure!(
+            held.metrics.len() == vendors.len(),
+            "HAMi reports hami_vgpu_memory_allocated_bytes for {} of the {} held devices: {:?}",
+            held.metrics.len(),
+            vendors.len(),
+            held.metrics
+        );
+        Ok(held)
+    }
+
+    fn nodes(&self) -> Vec<String> {
+        self.pods.iter().map(|(_, n, _, _)| n.clone()).collect()
+    }
+
+    fn mine(&self, metrics: &str) -> BTreeMap<(String, String), f64> {
+        let nodes = self.nodes();
+        vgpu_memory_by_device(metrics)
+            .into_iter()
+            .filter(|((n, _), _)| nodes.contains(n))
+            .collect()
+    }
+
+    /// The same pods, with HAMi's metrics of now.
+    async fn with_metrics(self, c: &Case) -> Result<Held, Failure> {
+        let metrics = self.mine(&c.hami.endpoint().metrics().await?);
+        Ok(Held { metrics, ..self })
+    }
+
+    /// The allocation annotations of every pod of the held nodes, by pod.
+    async fn allocations(&self, c: &Case) -> Result<BTreeMap<String, String>, Failure> {
+        let keys: Vec<String> = c
+            .registry
+            .iter()
+            .map(|b| b.annotation_keys().allocated.clone())
+            .collect();
+        Ok(c.ns
+            .api::<Pod>()
+            .list(&ListParams::default())
+            .await?
+            .items
+            .iter()
+            .flat_map(|p| {
+                let name = p.name_any();
+                p.annotations()
+                    .iter()
+                    .filter(|(k, _)| keys.contains(k))
+                    .map(move |(k, v)| (format!("{name} {k}"), v.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect())
+    }
+
+    /// Replaces HAMi's scheduler with `binary` (`None`: the run's own, restarted), the
+    /// device plugins having answered HAMi's last handshake (`restart-handshake` is the
+    /// case where they have not); adds a node so that HAMi registers the ones it had at
+    /// once, waits for them, and sees the per-pod metrics come back as they were.
+    async fn switch(
+        &self,
+        c: &Case,
+        binary: Option<&std::path::Path>,
+        what: &str,
+        late: &str,
+    ) -> Result<(), Failure> {
+        let nodes = self.nodes();
+        for node in &nodes {
+            c.hami.agent().answer_handshake_now(node).await;
+        }
+        c.ctx
+            .step(what.to_owned(), c.hami.switch_scheduler(binary, &[]))
+            .await?;
+        let first = c.for_vendor(&self.pods[0].0.vendor);
+        first.node(late, 1).await?;
+        let names: Vec<&str> = nodes.iter().map(String::as_str).collect();
+        c.ctx
+            .step(
+                "HAMi registers the nodes it had again",
+                c.hami
+                    .endpoint()
+                    .wait_registered(&names, Duration::from_secs(30)),
+            )
+            .await?;
+        c.ctx
+            .step("its per-pod metrics are rebuilt as they were", async {
+                let started = Instant::now();
+                loop {
+                    let now = self.mine(&c.hami.endpoint().metrics().await?);
+                    if now == self.metrics {
+                        return Ok::<_, Failure>(());
+                    }
+                    ensure!(
+                        started.elapsed() < Duration::from_secs(15),
+                        "after `{what}` HAMi reports {now:?}, before it {:?}",
+                        self.metrics
+                    );
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            })
+            .await
+    }
+
+    /// Per vendor: a 60 % pod asking the held device is refused, one without a choice runs
+    /// on the other device.
+    async fn check_after(&self, c: &Case, suffix: &str) -> Result<(), Failure> {
+        let _ = c;
+        for (c, node, request, ids) in &self.pods {
+            let v = &c.vendor;
+            let annotations = c.annotations(&PodOptions::default().use_id(&ids[0]))?;
+            let same = format!("{v}-same-{suffix}");
+            c.create_annotated(&same, node, request, &annotations)
+                .await?;
+            c.refused(&same, "CardInsufficientMemory", node).await?;
+            let other = format!("{v}-other-{suffix}");
+            let pod = c
+                .runs(
+                    &other,
+                    node,
+                    request,
+                    &format!("a 60 % {v} pod runs on the other device"),
+                )
+                .await?;
+            let got = c_ids(&pod, c.backend()?)?;
+            ensure!(
+                got.len() == 1 && !ids.contains(&got[0]),
+                "HAMi put the 60 % {v} pod on {got:?}, beside the holder's {ids:?}"
+            );
+        }
+        Ok(())
+    }
 }
 
 /// `hami::<vendor>::restart-handshake` (serial, **hami-bug**; vendors whose plugins answer

@@ -1880,6 +1880,7 @@ pub(crate) fn hami_scenarios(registry: &DeviceRegistry) -> Vec<Arc<dyn Scenario>
         .collect();
     if !vendors.is_empty() {
         all.push(Arc::new(lifecycle::restart(vendors.clone())));
+        all.push(Arc::new(lifecycle::upgrade(vendors.clone())));
         all.push(Arc::new(lifecycle::run_oracle(&vendors)));
     }
     all
