@@ -32,6 +32,7 @@ pub mod binaries;
 mod error;
 mod fixture;
 pub mod hami;
+pub mod installed;
 pub mod local;
 mod release;
 mod values;

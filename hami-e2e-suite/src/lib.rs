@@ -216,6 +216,19 @@ impl Suite {
                         other => tracing::info!("HAMi's scenarios cannot run: {other:?}"),
                     }
                     let caps = hami_e2e_helm::hami::record(caps, &hami);
+                    // On a cluster reached by kubeconfig: the HAMi installed there, for the
+                    // run's summary.
+                    let caps = if cluster.is_local() {
+                        caps
+                    } else {
+                        let found =
+                            match hami_e2e_helm::installed::discover(&cluster.client()).await {
+                                Ok(found) => found.describe(),
+                                Err(e) => format!("not looked for: {e}"),
+                            };
+                        tracing::info!("installed: {found}");
+                        caps.with_fact("installed HAMi", found)
+                    };
                     // The previous release, for the upgrade scenarios: looked for only where
                     // this process runs HAMi itself.
                     let caps = if caps.flags.contains(hami_e2e_helm::hami::HAMI_OWNED_FLAG) {

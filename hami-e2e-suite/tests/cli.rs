@@ -87,6 +87,11 @@ async fn run_list_and_sweep_against_a_users_cluster() {
         out.contains(&format!("ran against: cluster kubeconfig `{kubeconfig}`")),
         "{out}"
     );
+    // What HAMi it found there (none: this cluster has no HAMi chart installed).
+    assert!(
+        out.contains("installed HAMi none (no Deployment labelled app.kubernetes.io/component=hami-scheduler, no webhook vgpu.hami.io)"),
+        "{out}"
+    );
     assert!(out.contains("test result: ok."), "{out}");
     // Two of the three free GPUs: runs, on the GPU node.
     assert!(
