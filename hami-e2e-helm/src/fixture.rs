@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::Node;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::release::{Chart, HelmRelease};
 
 /// Nodes with this label carry devices the fake device agent registered; the clean-up
@@ -248,6 +248,152 @@ impl Fixture for HelmReleaseFixture {
             tracing::info!(?removed, "removed HAMi's node annotations");
         }
         Ok(uninstalled?)
+    }
+}
+
+/// The variable choosing how HAMi gets onto the cluster before a run: `helm` installs it
+/// with [`DEPLOY_CHART_ENV`]'s chart; unset, the HAMi that is there is tested.
+pub const DEPLOY_ENV: &str = "HAMI_E2E_DEPLOY";
+/// The chart [`DEPLOY_ENV`]`=helm` installs: a folder, a `.tgz`, an `oci://` reference, or a
+/// chart repository's `https://` URL (its chart `hami`).
+pub const DEPLOY_CHART_ENV: &str = "HAMI_E2E_HAMI_CHART";
+/// The chart's version (for a repository or OCI chart; also which values layout
+/// [`HamiValues::to_values`](crate::HamiValues::to_values) writes), default `2.10.0`.
+pub const DEPLOY_CHART_VERSION_ENV: &str = "HAMI_E2E_HAMI_CHART_VERSION";
+
+/// What [`DEPLOY_ENV`] and its companions ask for.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Deploy {
+    /// Test the HAMi that is on the cluster.
+    Existing,
+    /// Install this chart (at this version) with the default typed values first, uninstall
+    /// it after the run.
+    Helm {
+        /// The chart.
+        chart: Chart,
+        /// Its version.
+        version: String,
+    },
+}
+
+impl Deploy {
+    /// Reads [`DEPLOY_ENV`], [`DEPLOY_CHART_ENV`] and [`DEPLOY_CHART_VERSION_ENV`] through
+    /// `var`.
+    ///
+    /// ```
+    /// use hami_e2e_helm::{Chart, Deploy};
+    ///
+    /// let env = |vars: &'static [(&'static str, &'static str)]| move |k: &str| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string());
+    /// assert_eq!(Deploy::from_vars(env(&[])).unwrap(), Deploy::Existing);
+    /// let helm = Deploy::from_vars(env(&[("HAMI_E2E_DEPLOY", "helm"), ("HAMI_E2E_HAMI_CHART", "charts/hami")])).unwrap();
+    /// assert_eq!(helm, Deploy::Helm { chart: Chart::dir("charts/hami"), version: "2.10.0".into() });
+    /// let err = Deploy::from_vars(env(&[("HAMI_E2E_DEPLOY", "kustomize")])).unwrap_err();
+    /// assert_eq!(err.to_string(), "invalid HAMI_E2E_DEPLOY: `kustomize` is not `helm` (or unset, to test the HAMi on the cluster)");
+    /// let err = Deploy::from_vars(env(&[("HAMI_E2E_DEPLOY", "helm")])).unwrap_err();
+    /// assert!(err.to_string().starts_with("invalid HAMI_E2E_HAMI_CHART: unset"));
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] naming the variable and the value.
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Deploy> {
+        let get = |k: &str| var(k).filter(|v| !v.trim().is_empty());
+        let invalid = |what: &str, message: String| Error::Invalid {
+            what: what.to_owned(),
+            message,
+        };
+        match get(DEPLOY_ENV).as_deref().map(str::trim) {
+            None => Ok(Deploy::Existing),
+            Some("helm") => {
+                let version = get(DEPLOY_CHART_VERSION_ENV).unwrap_or_else(|| "2.10.0".into());
+                let text = get(DEPLOY_CHART_ENV).ok_or_else(|| {
+                    invalid(
+                        DEPLOY_CHART_ENV,
+                        format!("unset, and {DEPLOY_ENV}=helm needs a chart (a folder, a .tgz, oci://..., or a repository's https:// URL)"),
+                    )
+                })?;
+                let chart = if text.starts_with("oci://") {
+                    Chart::Oci {
+                        reference: text,
+                        version: Some(version.clone()),
+                    }
+                } else if text.starts_with("https://") || text.starts_with("http://") {
+                    Chart::Repo {
+                        url: text,
+                        name: "hami".into(),
+                        version: Some(version.clone()),
+                    }
+                } else if text.ends_with(".tgz") {
+                    Chart::package(text)
+                } else {
+                    Chart::dir(text)
+                };
+                chart
+                    .validate()
+                    .map_err(|e| invalid(DEPLOY_CHART_ENV, e.to_string()))?;
+                Ok(Deploy::Helm { chart, version })
+            }
+            Some(other) => Err(invalid(
+                DEPLOY_ENV,
+                format!("`{other}` is not `helm` (or unset, to test the HAMi on the cluster)"),
+            )),
+        }
+    }
+
+    /// [`Deploy::from_vars`] on the process's environment.
+    ///
+    /// # Errors
+    ///
+    /// As [`Deploy::from_vars`].
+    pub fn from_env() -> Result<Deploy> {
+        Self::from_vars(|k| std::env::var(k).ok())
+    }
+}
+
+/// HAMi as [`Deploy::from_env`] asks: with `HAMI_E2E_DEPLOY=helm`, its chart installed into
+/// `hami-system` (release `hami`) with the default [`HamiValues`](crate::HamiValues) before
+/// the first scenario that asks, ready, and uninstalled after the run (as
+/// [`HelmReleaseFixture`]); otherwise nothing (`None`). Refused on the run's own local
+/// cluster, where HAMi runs as host processes.
+#[derive(Debug, Clone, Default)]
+pub struct DeployFixture;
+
+impl Fixture for DeployFixture {
+    type Output = Option<(HelmReleaseFixture, HelmRelease)>;
+
+    fn name(&self) -> String {
+        "HAMi deployed by Helm".into()
+    }
+
+    fn scope(&self) -> Scope {
+        Scope::Run
+    }
+
+    async fn setup(&self, ctx: &FixtureContext) -> Result<Self::Output, Failure> {
+        let Deploy::Helm { chart, version } = Deploy::from_env()? else {
+            return Ok(None);
+        };
+        let cluster = ctx.fixture::<ClusterFixture>().await?;
+        if cluster.local().is_some() {
+            return Err(Failure::msg(format!(
+                "{DEPLOY_ENV}=helm installs HAMi's chart on a cluster given by --kubeconfig or KUBECONFIG; the run's own local cluster runs HAMi as host processes"
+            )));
+        }
+        let helm = crate::binaries::helm(&Default::default()).await?;
+        let values = crate::HamiValues::default().to_values(&version)?;
+        let fixture = HelmReleaseFixture::new(
+            HelmReleaseSpec::new(helm.path, "hami", "hami-system", chart).values(values),
+        );
+        let release = fixture.setup(ctx).await?;
+        Ok(Some((fixture, release)))
+    }
+
+    async fn teardown(&self, out: &Self::Output, ctx: &TeardownContext) -> Result<(), Failure> {
+        match out {
+            Some((fixture, release)) => fixture.teardown(release, ctx).await,
+            None => Ok(()),
+        }
     }
 }
 

@@ -39,6 +39,7 @@ mod values;
 
 pub use error::{Error, Result};
 pub use fixture::{
+    DEPLOY_CHART_ENV, DEPLOY_CHART_VERSION_ENV, DEPLOY_ENV, Deploy, DeployFixture,
     FAKE_DEVICES_LABEL, HAMI_NODE_ANNOTATIONS, HelmReleaseFixture, HelmReleaseSpec,
     clean_node_annotations,
 };

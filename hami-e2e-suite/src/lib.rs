@@ -190,12 +190,15 @@ impl Suite {
             .fixture(hami_e2e_k8s::NodeChangesFixture)
             .fixture(DevicePoolFixture::new(Arc::clone(&registry)))
             .fixture(hami_e2e_helm::HamiFixture::new(Arc::clone(&registry)))
+            .fixture(hami_e2e_helm::DeployFixture)
             .fixture(DevicesFixture::new(registry))
             .probe(move |ctx| {
                 let registry = Arc::clone(&probe_registry);
                 let slot = Arc::clone(&probe_slot);
                 async move {
                     let cluster = ctx.fixture::<ClusterFixture>().await?;
+                    // HAMI_E2E_DEPLOY=helm: HAMi's chart installed before anything looks.
+                    ctx.fixture::<hami_e2e_helm::DeployFixture>().await?;
                     ctx.fixture::<DevicePoolFixture>().await?;
                     let info = cluster.discover().await?;
                     let mut caps = info
