@@ -286,8 +286,13 @@ impl Deploy {
     ///
     /// let env = |vars: &'static [(&'static str, &'static str)]| move |k: &str| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string());
     /// assert_eq!(Deploy::from_vars(env(&[])).unwrap(), Deploy::Existing);
-    /// let helm = Deploy::from_vars(env(&[("HAMI_E2E_DEPLOY", "helm"), ("HAMI_E2E_HAMI_CHART", "charts/hami")])).unwrap();
-    /// assert_eq!(helm, Deploy::Helm { chart: Chart::dir("charts/hami"), version: "2.10.0".into() });
+    /// let helm = Deploy::from_vars(env(&[("HAMI_E2E_DEPLOY", "helm"), ("HAMI_E2E_HAMI_CHART", "oci://registry.example/charts/hami")])).unwrap();
+    /// assert_eq!(helm, Deploy::Helm {
+    ///     chart: Chart::Oci { reference: "oci://registry.example/charts/hami".into(), version: Some("2.10.0".into()) },
+    ///     version: "2.10.0".into(),
+    /// });
+    /// let err = Deploy::from_vars(env(&[("HAMI_E2E_DEPLOY", "helm"), ("HAMI_E2E_HAMI_CHART", "/no/such/chart")])).unwrap_err();
+    /// assert!(err.to_string().starts_with("invalid HAMI_E2E_HAMI_CHART: "), "{err}");
     /// let err = Deploy::from_vars(env(&[("HAMI_E2E_DEPLOY", "kustomize")])).unwrap_err();
     /// assert_eq!(err.to_string(), "invalid HAMI_E2E_DEPLOY: `kustomize` is not `helm` (or unset, to test the HAMi on the cluster)");
     /// let err = Deploy::from_vars(env(&[("HAMI_E2E_DEPLOY", "helm")])).unwrap_err();
