@@ -275,3 +275,98 @@ pub fn memory_verdict(report: &ProbeReport, granted_mib: u64) -> MemoryVerdict {
         refused_mib: refused.mib.unwrap_or_default().round() as u64,
     }
 }
+
+/// The core probe, a Python 3 program with PyTorch: bf16 8192×8192 matrix products on GPU 0
+/// for `argv[1]` seconds, printing `matmul TFLOP/s <rate> over <seconds>s`. Run once under
+/// the limit and once without, it gives the ratio [`core_report`] reports.
+pub const CORE_PROBE: &str = r#"import sys, time, torch
+seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 5.0
+n = 8192
+a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+for _ in range(3):
+    a @ b
+torch.cuda.synchronize()
+count, start = 0, time.time()
+while time.time() - start < seconds:
+    for _ in range(10):
+        a @ b
+    torch.cuda.synchronize()
+    count += 10
+elapsed = time.time() - start
+print("matmul TFLOP/s %.1f over %.1fs" % (2 * n**3 * count / elapsed / 1e12, elapsed))
+"#;
+
+/// The rate a core probe printed (`matmul TFLOP/s 658.3 over 8.0s`), in TFLOP/s.
+///
+/// ```
+/// assert_eq!(hami_e2e_devices::nvidia_probe::parse_core_probe("x\nmatmul TFLOP/s 658.3 over 8.0s\n"), Some(658.3));
+/// ```
+pub fn parse_core_probe(output: &str) -> Option<f64> {
+    output
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("matmul TFLOP/s "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// What a core limit did to a single process's throughput: reported, never asserted, since
+/// HAMi-core's core limit did not lower one process's throughput on an H200.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct CoreReport {
+    /// The grant, % of the device (`nvidia.com/gpucores`).
+    pub granted_percent: u32,
+    /// Throughput under the limit, TFLOP/s.
+    pub limited: f64,
+    /// Throughput without it, TFLOP/s.
+    pub unlimited: f64,
+    /// `limited / unlimited`.
+    pub ratio: f64,
+}
+
+impl CoreReport {
+    /// Whether the throughput fell to within 20 % above the grant's share (`ratio <=
+    /// grant × 1.2`).
+    pub fn throttled(&self) -> bool {
+        self.ratio <= f64::from(self.granted_percent) / 100.0 * 1.2
+    }
+}
+
+impl std::fmt::Display for CoreReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "granted {} % of the cores: {:.1} TFLOP/s against {:.1} without the limit ({:.0} %){}",
+            self.granted_percent,
+            self.limited,
+            self.unlimited,
+            self.ratio * 100.0,
+            if self.throttled() {
+                ""
+            } else {
+                "; the limit did not lower a single process's throughput"
+            }
+        )
+    }
+}
+
+/// The report for a grant of `granted_percent` from the two probes' outputs, or `None` when
+/// either lacks a rate.
+///
+/// ```
+/// use hami_e2e_devices::nvidia_probe::core_report;
+///
+/// let r = core_report(30, "matmul TFLOP/s 651.0 over 8.0s", "matmul TFLOP/s 655.0 over 8.0s").unwrap();
+/// assert!(!r.throttled());
+/// assert_eq!(r.to_string(), "granted 30 % of the cores: 651.0 TFLOP/s against 655.0 without the limit (99 %); the limit did not lower a single process's throughput");
+/// ```
+pub fn core_report(granted_percent: u32, limited: &str, unlimited: &str) -> Option<CoreReport> {
+    let (l, u) = (parse_core_probe(limited)?, parse_core_probe(unlimited)?);
+    (u > 0.0).then(|| CoreReport {
+        granted_percent,
+        limited: l,
+        unlimited: u,
+        ratio: l / u,
+    })
+}

@@ -179,3 +179,23 @@ fn the_nvidia_backend_checks_its_limit_probe() {
     assert!(e.contains("not proven"), "{e}");
     assert!(nv.limit_probe_command(&[]).is_none());
 }
+
+#[test]
+fn the_core_limit_is_reported_as_measured_on_the_h200() {
+    use hami_e2e_devices::nvidia_probe::core_report;
+    let none = probe_fixture("core-none.txt");
+    for (file, grant) in [
+        ("core-30.txt", 30),
+        ("core-10.txt", 10),
+        ("core-30-force.txt", 30),
+    ] {
+        let r = core_report(grant, &probe_fixture(file), &none).unwrap();
+        assert!(r.ratio > 0.95, "{file}: {r}");
+        assert!(!r.throttled(), "{file}: {r}");
+        assert!(r.to_string().contains("did not lower"), "{file}: {r}");
+    }
+    // A limit that took effect would be reported as such.
+    let r = core_report(30, "matmul TFLOP/s 200.0 over 8.0s", &none).unwrap();
+    assert!(r.throttled(), "{r}");
+    assert!(core_report(30, "no rate here", &none).is_none());
+}
