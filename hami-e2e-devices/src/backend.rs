@@ -412,6 +412,12 @@ pub trait DeviceBackend: Send + Sync + fmt::Debug {
         })
     }
 
+    /// The image [`DeviceBackend::limit_probe_command`] runs in; `None` when the vendor has
+    /// no probe.
+    fn limit_probe_image(&self) -> Option<&str> {
+        None
+    }
+
     /// A command that proves the memory limit of what was `granted` to a container: an
     /// allocation under it that succeeds and one over it that is refused (reading the
     /// memory shown proves nothing: a limiter that does not enforce shows it too); `None`

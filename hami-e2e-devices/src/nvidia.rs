@@ -18,6 +18,12 @@ use crate::request::{DeviceRequest, ExpectedDevices, ExpectedMemory, PodOptions,
 /// `NVIDIA_DRIVER_CAPABILITIES` includes `utility`, so the runtime mounts `nvidia-smi`.
 pub const DEFAULT_NVIDIA_IMAGE: &str = "nvcr.io/nvidia/cuda:12.5.0-base-ubuntu22.04";
 
+/// The image the memory limit probe runs in by default: it needs `python3` (the NVIDIA
+/// container runtime mounts the driver's `libcuda.so.1` and `nvidia-smi` into it, with
+/// `NVIDIA_DRIVER_CAPABILITIES=compute,utility`). `HAMI_E2E_NVIDIA_PROBE_IMAGE` overrides it
+/// in the suite (a real-device CI job runs the NVIDIA scenarios on a list of CUDA images).
+pub const DEFAULT_NVIDIA_PROBE_IMAGE: &str = "python:3.12-slim";
+
 /// NVIDIA GPUs: `nvidia.com/gpu`, `gpumem` (MiB), `gpumem-percentage`, `gpucores`,
 /// `priority`; the JSON register `hami.io/node-nvidia-register` (the colon format before
 /// HAMi v2.8 is read too); allocations in `hami.io/vgpu-devices-*` with type `NVIDIA`.
@@ -33,6 +39,7 @@ pub struct Nvidia {
     default_cores: u32,
     memory_factor: u64,
     image: String,
+    probe_image: String,
 }
 
 impl Default for Nvidia {
@@ -56,6 +63,7 @@ impl Default for Nvidia {
             default_cores: 0,
             memory_factor: 1,
             image: DEFAULT_NVIDIA_IMAGE.to_owned(),
+            probe_image: DEFAULT_NVIDIA_PROBE_IMAGE.to_owned(),
         }
     }
 }
@@ -65,6 +73,14 @@ impl Nvidia {
     #[must_use]
     pub fn with_test_image(mut self, image: impl Into<String>) -> Self {
         self.image = image.into();
+        self
+    }
+
+    /// Runs the memory limit probe in `image` (it needs `python3`) instead of
+    /// [`DEFAULT_NVIDIA_PROBE_IMAGE`].
+    #[must_use]
+    pub fn with_probe_image(mut self, image: impl Into<String>) -> Self {
+        self.probe_image = image.into();
         self
     }
 
@@ -200,6 +216,10 @@ impl DeviceBackend for Nvidia {
 
     fn verify_command(&self) -> Option<Vec<String>> {
         Some(nvidia_smi::query_gpu_command())
+    }
+
+    fn limit_probe_image(&self) -> Option<&str> {
+        Some(&self.probe_image)
     }
 
     /// [`memory_probe_command`](crate::nvidia_probe::memory_probe_command) for the first GPU's grant (the probe

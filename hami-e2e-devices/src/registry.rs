@@ -43,8 +43,23 @@ impl DeviceRegistry {
     /// NVIDIA, Cambricon, Hygon and Ascend (the 910B3; register other chips with
     /// [`Ascend::new`] or [`Ascend::all`]).
     pub fn builtin() -> Self {
+        Self::builtin_with(Nvidia::default())
+    }
+
+    /// [`builtin`](Self::builtin) with `nvidia` as the NVIDIA backend (another test or probe
+    /// image, say).
+    ///
+    /// ```
+    /// use hami_e2e_devices::{DeviceBackend, DeviceRegistry, Nvidia};
+    ///
+    /// let registry = DeviceRegistry::builtin_with(Nvidia::default().with_probe_image("my/cuda:12"));
+    /// assert_eq!(registry.get("nvidia")?.limit_probe_image(), Some("my/cuda:12"));
+    /// assert_eq!(registry.vendors().len(), 4);
+    /// # Ok::<(), hami_e2e_devices::Error>(())
+    /// ```
+    pub fn builtin_with(nvidia: Nvidia) -> Self {
         let backends: Vec<Box<dyn DeviceBackend>> = vec![
-            Box::new(Nvidia::default()),
+            Box::new(nvidia),
             Box::new(Cambricon::default()),
             Box::new(Hygon::default()),
             Box::new(Ascend::default()),

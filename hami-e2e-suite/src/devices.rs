@@ -8,7 +8,7 @@ use hami_e2e_core::{
 };
 use hami_e2e_devices::{
     DeviceBackend, DeviceInventory, DeviceRegistry, DeviceRequest, FakeDevices, FakeNode,
-    devices_on_one_node,
+    devices_on_one_node, real_device_flag,
 };
 use std::time::Duration;
 
@@ -287,11 +287,13 @@ impl Capacity {
     }
 }
 
-/// A scenario `devices::<vendor>::<name>` holding `demand`: its body gets a [`Capacity`];
+/// A scenario `devices::<vendor>::<name>` (labels: the vendor, `devices` and `kind`) holding
+/// `demand`: its body gets a [`Capacity`];
 /// its namespace's teardown removes its pods before admission hands the devices on.
 fn capacity_scenario<F, Fut>(
     vendor: String,
     name: &str,
+    kind: &str,
     demand: Demand,
     requires: Vec<Requirement>,
     body: F,
@@ -302,7 +304,7 @@ where
 {
     let slug = hami_e2e_core::slug(&vendor);
     let mut builder = scenario(format!("devices::{slug}::{name}"))
-        .labels([slug, "devices".into(), "capacity".into()])
+        .labels([slug, "devices".into(), kind.into()])
         .demand(demand);
     for r in requires {
         builder = builder.requires(r);
@@ -343,6 +345,7 @@ fn whole_devices(vendor: String) -> FnScenario {
     capacity_scenario(
         vendor,
         "whole-devices",
+        "capacity",
         demand,
         Vec::new(),
         |c| async move { c.run_pod("two", 2).await },
@@ -385,42 +388,50 @@ fn unshared_node(vendor: &str, count: usize) -> Requirement {
 fn node_capacity(vendor: String) -> FnScenario {
     let demand = Demand::whole_node(vendor.clone()).at_least(3);
     let requires = vec![unshared_node(&vendor, 3)];
-    capacity_scenario(vendor, "node-capacity", demand, requires, |c| async move {
-        let n = c.count;
-        ensure!(
-            n >= 3,
-            "needs a node with at least 3 {} devices, has {n}",
-            c.vendor
-        );
-        c.run_pod("most", n - 1).await?;
-        let refused = device_pod(c.backend()?, "two-more", 2, c.local)?
-            .node_selector("kubernetes.io/hostname", &c.node)
-            .build();
-        c.ctx
-            .step(
-                "pod two-more asks for 2 with 1 left and is refused",
-                async {
-                    c.ns.apply(&refused).await?;
-                    let u = wait::pod_unschedulable(&c.ns.api(), "two-more", CAPACITY_WAIT).await?;
-                    ensure!(
-                        u.message.contains("Insufficient"),
-                        "refused for another reason: {}",
-                        u.message
-                    );
-                    Ok::<_, Failure>(())
-                },
-            )
-            .await?;
-        c.run_pod("last", 1).await?;
-        c.ctx
-            .step("delete pod most: two-more runs", async {
-                let pods: kube::Api<Pod> = c.ns.api();
-                pods.delete("most", &Default::default()).await?;
-                wait::deleted(&pods, "most", CAPACITY_WAIT).await?;
-                running_on(&c.ns, "two-more", &c.node).await
-            })
-            .await
-    })
+    capacity_scenario(
+        vendor,
+        "node-capacity",
+        "capacity",
+        demand,
+        requires,
+        |c| async move {
+            let n = c.count;
+            ensure!(
+                n >= 3,
+                "needs a node with at least 3 {} devices, has {n}",
+                c.vendor
+            );
+            c.run_pod("most", n - 1).await?;
+            let refused = device_pod(c.backend()?, "two-more", 2, c.local)?
+                .node_selector("kubernetes.io/hostname", &c.node)
+                .build();
+            c.ctx
+                .step(
+                    "pod two-more asks for 2 with 1 left and is refused",
+                    async {
+                        c.ns.apply(&refused).await?;
+                        let u =
+                            wait::pod_unschedulable(&c.ns.api(), "two-more", CAPACITY_WAIT).await?;
+                        ensure!(
+                            u.message.contains("Insufficient"),
+                            "refused for another reason: {}",
+                            u.message
+                        );
+                        Ok::<_, Failure>(())
+                    },
+                )
+                .await?;
+            c.run_pod("last", 1).await?;
+            c.ctx
+                .step("delete pod most: two-more runs", async {
+                    let pods: kube::Api<Pod> = c.ns.api();
+                    pods.delete("most", &Default::default()).await?;
+                    wait::deleted(&pods, "most", CAPACITY_WAIT).await?;
+                    running_on(&c.ns, "two-more", &c.node).await
+                })
+                .await
+        },
+    )
 }
 
 /// `devices::<vendor>::node-selector`: the node holding its device gets a label of the
@@ -431,6 +442,7 @@ fn node_selector(vendor: String) -> FnScenario {
     capacity_scenario(
         vendor,
         "node-selector",
+        "capacity",
         demand,
         Vec::new(),
         |c| async move {
@@ -544,12 +556,106 @@ pub(crate) fn backend_scenarios(registry: &DeviceRegistry) -> Vec<Arc<dyn Scenar
                         Ok(())
                     }
                 });
-            [
-                Arc::new(s) as Arc<dyn Scenario>,
+            let mut all: Vec<Arc<dyn Scenario>> = vec![
+                Arc::new(s),
                 Arc::new(whole_devices(backend.vendor().to_string())),
                 Arc::new(node_capacity(backend.vendor().to_string())),
                 Arc::new(node_selector(backend.vendor().to_string())),
-            ]
+            ];
+            if backend.limit_probe_image().is_some() {
+                all.push(Arc::new(memory_limit(backend.vendor().to_string())));
+            }
+            all
         })
         .collect()
+}
+
+/// The memory the limit probe's pod asks for.
+const PROBE_GRANT_MIB: u64 = 3000;
+
+/// `devices::<vendor>::memory-limit` (real devices, through the cluster's HAMi; vendors with
+/// a limit probe): a pod asking one device with 3000 MiB runs the backend's probe
+/// ([`DeviceBackend::limit_probe_command`], NVIDIA: `nvidia_probe::MEMORY_PROBE`) in its
+/// probe image; with what HAMi granted (the pod's allocation annotation), the probe's
+/// output must prove the limit: an allocation under the grant succeeds and one over it is
+/// refused, and the container is shown the grant. Label `limits`; skipped without real
+/// devices (on the local cluster there is no HAMi-core to test).
+fn memory_limit(vendor: String) -> FnScenario {
+    let demand = Demand::devices(vendor.clone(), 1).memory_mib(PROBE_GRANT_MIB);
+    let requires = vec![Requirement::flag(real_device_flag(&vendor))];
+    capacity_scenario(
+        vendor,
+        "memory-limit",
+        "limits",
+        demand,
+        requires,
+        |c| async move {
+            let backend = c.backend()?;
+            let asked = [hami_e2e_devices::ContainerDevice::new(
+                "asked",
+                backend.device_type(),
+                PROBE_GRANT_MIB,
+                0,
+            )];
+            let (Some(image), Some(command)) = (
+                backend.limit_probe_image(),
+                backend.limit_probe_command(&asked),
+            ) else {
+                return Err(Failure::msg(format!("{} has no limit probe", c.vendor)));
+            };
+            let resources = backend
+                .container_resources(&DeviceRequest::devices(1).memory_mib(PROBE_GRANT_MIB))?;
+            let mut pod = PodBuilder::new("limit-probe")
+                .image(image)
+                .command(command)
+                .env("NVIDIA_DRIVER_CAPABILITIES", "compute,utility")
+                .node_selector("kubernetes.io/hostname", &c.node);
+            for (k, v) in resources.limits.unwrap_or_default() {
+                pod = pod.limit(k, v.0);
+            }
+            c.ns.apply(&pod.build()).await?;
+            let api = c.ns.api::<Pod>();
+            let done = c
+                .ctx
+                .step(
+                    format!("the probe runs in {image} on {} and ends", c.node),
+                    wait::until(
+                        &api,
+                        "limit-probe",
+                        "to end",
+                        Duration::from_secs(300),
+                        |p: Option<&Pod>| {
+                            p.and_then(|p| p.status.as_ref())
+                                .and_then(|s| s.phase.as_deref())
+                                .is_some_and(|ph| ph == "Succeeded" || ph == "Failed")
+                        },
+                    ),
+                )
+                .await?;
+            let logs = api
+                .logs("limit-probe", &Default::default())
+                .await
+                .map_err(|e| Failure::msg(format!("cannot read the probe's output: {e}")))?;
+            c.ctx.attach("limit probe output", logs.clone());
+            let granted: Vec<hami_e2e_devices::ContainerDevice> = backend
+                .pod_allocation(
+                    done.metadata
+                        .annotations
+                        .as_ref()
+                        .unwrap_or(&Default::default()),
+                )?
+                .devices()
+                .cloned()
+                .collect();
+            ensure!(
+                !granted.is_empty(),
+                "the probe's pod carries no {} allocation: HAMi did not schedule it",
+                c.vendor
+            );
+            backend
+                .check_limit_probe(&logs, &granted)
+                .map_err(|e| Failure::assertion(e.to_string()))?;
+            Ok(())
+        },
+    )
 }

@@ -113,10 +113,18 @@ impl Default for Suite {
 }
 
 impl Suite {
-    /// The suite with the built-in backends (NVIDIA, Cambricon, Hygon, Ascend).
+    /// The suite with the built-in backends (NVIDIA, Cambricon, Hygon, Ascend); NVIDIA's
+    /// memory limit probe runs in `HAMI_E2E_NVIDIA_PROBE_IMAGE` where it is set.
     pub fn new() -> Self {
+        let mut nvidia = hami_e2e_devices::Nvidia::default();
+        if let Some(image) = std::env::var("HAMI_E2E_NVIDIA_PROBE_IMAGE")
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+        {
+            nvidia = nvidia.with_probe_image(image);
+        }
         Self {
-            registry: DeviceRegistry::builtin(),
+            registry: DeviceRegistry::builtin_with(nvidia),
             extra: Vec::new(),
             share: false,
             verdict: false,
