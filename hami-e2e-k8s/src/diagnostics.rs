@@ -130,8 +130,28 @@ async fn read_logs(
     };
     match crate::exec::logs(pods, pod, Some(container), previous, Some(LOG_TAIL)).await {
         Ok(text) => d.logs.push((key, text)),
-        Err(e) => d.errors.push(format!("logs of {key}: {}", error_chain(&e))),
+        // The API server's answer once (`no logs found for container "main" ... (400
+        // BadRequest)`), not the whole chain with its debug dump.
+        Err(e) => match api_status(&e) {
+            Some(s) => d.errors.push(format!(
+                "logs of {key}: {} ({} {})",
+                s.message, s.code, s.reason
+            )),
+            None => d.errors.push(format!("logs of {key}: {}", error_chain(&e))),
+        },
     }
+}
+
+/// The API server's status in `e`'s chain of sources, if one of them is an API error.
+fn api_status<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a kube::core::Status> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(kube::Error::Api(status)) = err.downcast_ref::<kube::Error>() {
+            return Some(status);
+        }
+        cur = err.source();
+    }
+    None
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -247,6 +267,26 @@ fn push_lines(text: &mut String, lines: &[String], empty: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_api_error_is_said_once_without_its_debug_dump() {
+        let status = kube::core::Status::failure(
+            "no logs found for container \"main\" in pod \"ns/p\"",
+            "BadRequest",
+        )
+        .with_code(400);
+        let e = crate::Error::Api {
+            action: "read the logs of",
+            object: "pod/ns/p container `main`".into(),
+            source: kube::Error::Api(Box::new(status)),
+        };
+        let s = api_status(&e).expect("the status is found in the chain");
+        assert_eq!(
+            format!("{} ({} {})", s.message, s.code, s.reason),
+            "no logs found for container \"main\" in pod \"ns/p\" (400 BadRequest)"
+        );
+        assert!(api_status(&std::io::Error::other("x")).is_none());
+    }
 
     #[test]
     fn nodes_show_unhealthy_conditions_and_allocatable() {
