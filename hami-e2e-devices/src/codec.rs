@@ -292,12 +292,18 @@ pub fn decode_json_register(key: &str, value: &str) -> Result<Vec<NodeDevice>> {
     }
     let entries: Vec<&RawValue> = serde_json::from_str(value).map_err(|e| {
         let at = json_offset(value, e.line(), e.column());
+        // A register in the colon format HAMi wrote before v2.8 (and Hygon's plugin writes).
+        let hint = if !value.trim_start().starts_with('[') && decode_legacy_register(key, value).is_ok() {
+            " (the value is in the older colon format, `id,count,devmem,devcore,type,numa,health:`, not JSON)"
+        } else {
+            ""
+        };
         Error::parse(
             key,
             at,
             value.get(at..).unwrap_or(""),
             Problem::InvalidJson {
-                message: e.to_string(),
+                message: format!("{e}{hint}"),
             },
         )
     })?;
@@ -696,6 +702,12 @@ mod tests {
             other => panic!("{other}"),
         }
         assert!(e.to_string().contains(k));
+        // The older colon format, given to the JSON parser: said so.
+        let legacy = "GPU-0,10,15360,100,NVIDIA-Tesla T4,0,true:";
+        let e = decode_json_register(k, legacy).unwrap_err().to_string();
+        assert!(e.contains("in the older colon format"), "{e}");
+        let e = decode_json_register(k, "nonsense").unwrap_err().to_string();
+        assert!(!e.contains("colon format"), "{e}");
         for v in ["", "[", "{}", "null", r#"[{"id":1}]"#, "[1]"] {
             assert!(decode_json_register(k, v).is_err(), "{v}");
         }

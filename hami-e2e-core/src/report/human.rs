@@ -176,8 +176,7 @@ impl Reporter for HumanReporter {
             let _ = writeln!(out, "\nrun error: {e}");
         }
         if !s.facts.is_empty() {
-            let facts: Vec<String> = s.facts.iter().map(|(k, v)| format!("{k} {v}")).collect();
-            let _ = writeln!(out, "\nran against: {}", facts.join(", "));
+            let _ = writeln!(out, "\nran against: {}", ran_against(&s.facts));
         }
         if s.cancelled {
             let _ = writeln!(out, "\nthe run was cancelled");
@@ -194,5 +193,41 @@ impl Reporter for HumanReporter {
         );
         let _ = out.flush();
         Ok(())
+    }
+}
+
+/// The facts as `key value` joined by `, `, leaving out one that another already says
+/// (`kubernetes v1.37.2` beside `cluster local cluster v1.37.2 at ..., Kubernetes v1.37.2`).
+fn ran_against(facts: &[(String, String)]) -> String {
+    let all: Vec<String> = facts.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    let said = |i: usize| {
+        let this = all[i].to_lowercase();
+        all.iter().enumerate().any(|(j, other)| {
+            j != i && other.len() > this.len() && other.to_lowercase().contains(&this)
+        })
+    };
+    (0..all.len())
+        .filter(|&i| !said(i))
+        .map(|i| all[i].clone())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod ran_against_tests {
+    #[test]
+    fn a_fact_another_already_says_is_left_out() {
+        let facts = [
+            (
+                "cluster".to_string(),
+                "kubeconfig `/k`, Kubernetes v1.37.2".to_string(),
+            ),
+            ("hami".to_string(), "v2.10.0".to_string()),
+            ("kubernetes".to_string(), "v1.37.2".to_string()),
+        ];
+        assert_eq!(
+            super::ran_against(&facts),
+            "cluster kubeconfig `/k`, Kubernetes v1.37.2, hami v2.10.0"
+        );
     }
 }
