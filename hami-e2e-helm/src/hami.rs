@@ -254,6 +254,16 @@ pub async fn previous_scheduler() -> Result<HamiScheduler, FindSchedulerError> {
                 message,
             })))
         }
+        Ok(mut s) => {
+            // The finder names the current release's variable; this binary came from the
+            // previous release's.
+            if s.source == crate::binaries::BinarySource::Env(crate::binaries::HAMI_SCHEDULER_ENV) {
+                s.source = crate::binaries::BinarySource::Env(
+                    crate::binaries::HAMI_SCHEDULER_PREVIOUS_ENV,
+                );
+            }
+            Ok(s)
+        }
         other => other,
     }
 }

@@ -202,8 +202,16 @@ fn ran_against(facts: &[(String, String)]) -> String {
     let all: Vec<String> = facts.iter().map(|(k, v)| format!("{k} {v}")).collect();
     let said = |i: usize| {
         let this = all[i].to_lowercase();
+        let value = facts[i].1.to_lowercase();
+        // A version or a number said elsewhere counts too (`kubernetes v1.37.2` beside
+        // `cluster local cluster v1.37.2 at ...`).
+        let versionish =
+            value.len() >= 5 && !value.contains(' ') && value.chars().any(|c| c.is_ascii_digit());
         all.iter().enumerate().any(|(j, other)| {
-            j != i && other.len() > this.len() && other.to_lowercase().contains(&this)
+            let other = other.to_lowercase();
+            j != i
+                && ((other.len() > this.len() && other.contains(&this))
+                    || (versionish && other.contains(&value)))
         })
     };
     (0..all.len())
@@ -228,6 +236,18 @@ mod ran_against_tests {
         assert_eq!(
             super::ran_against(&facts),
             "cluster kubeconfig `/k`, Kubernetes v1.37.2, hami v2.10.0"
+        );
+        let local = [
+            (
+                "cluster".to_string(),
+                "local cluster v1.37.2 at https://127.0.0.1:1".to_string(),
+            ),
+            ("hami".to_string(), "v2.10.0 (from X)".to_string()),
+            ("kubernetes".to_string(), "v1.37.2".to_string()),
+        ];
+        assert_eq!(
+            super::ran_against(&local),
+            "cluster local cluster v1.37.2 at https://127.0.0.1:1, hami v2.10.0 (from X)"
         );
     }
 }
