@@ -174,22 +174,32 @@ pub fn record(caps: Capabilities, availability: &HamiAvailability) -> Capabiliti
 /// ```
 pub fn requirement() -> Requirement {
     Requirement::custom("HAMi's scheduler", |caps| {
-        // A HAMi that was given but is unusable is not a reason to skip: the scenario runs,
-        // and the HAMi fixture fails it with the cause.
-        let failed = caps
-            .facts
-            .get(HAMI_UNAVAILABLE_FACT)
-            .is_some_and(|r| r.starts_with("failed:"));
-        if caps.flags.contains(HAMI_FLAG) || failed {
-            Ok(())
-        } else {
-            Err(caps
-                .facts
-                .get(HAMI_UNAVAILABLE_FACT)
-                .cloned()
-                .unwrap_or_else(|| "needs HAMi's scheduler (the probe did not look)".into()))
-        }
+        flag_or_reason(
+            caps,
+            HAMI_FLAG,
+            HAMI_UNAVAILABLE_FACT,
+            "needs HAMi's scheduler",
+        )
     })
+}
+
+/// `Ok` when `caps` has `flag`, or when the probe's reason in `fact` says what was given
+/// failed (`failed:`: not a reason to skip; the scenario runs and fails with the cause);
+/// else the reason (`missing` when the probe did not look).
+fn flag_or_reason(
+    caps: &Capabilities,
+    flag: &str,
+    fact: &str,
+    missing: &str,
+) -> Result<(), String> {
+    let reason = caps.facts.get(fact);
+    if caps.flags.contains(flag) || reason.is_some_and(|r| r.starts_with("failed:")) {
+        Ok(())
+    } else {
+        Err(reason
+            .cloned()
+            .unwrap_or_else(|| format!("{missing} (the probe did not look)")))
+    }
 }
 
 /// The capability flag [`record_previous`] sets when a scheduler of the release before the
@@ -299,21 +309,12 @@ pub fn record_previous(
 pub fn previous_requirement() -> Requirement {
     Requirement::custom("HAMi's previous release", |caps| {
         owned_requirement().check(caps)?;
-        let failed = caps
-            .facts
-            .get(HAMI_PREVIOUS_FACT)
-            .is_some_and(|r| r.starts_with("failed:"));
-        if caps.flags.contains(HAMI_PREVIOUS_FLAG) || failed {
-            Ok(())
-        } else {
-            Err(caps
-                .facts
-                .get(HAMI_PREVIOUS_FACT)
-                .cloned()
-                .unwrap_or_else(|| {
-                    "needs the previous HAMi release (the probe did not look)".into()
-                }))
-        }
+        flag_or_reason(
+            caps,
+            HAMI_PREVIOUS_FLAG,
+            HAMI_PREVIOUS_FACT,
+            "needs the previous HAMi release",
+        )
     })
 }
 
@@ -549,23 +550,7 @@ impl Hami {
     /// A failure naming the cause when this process does not run HAMi (under nextest),
     /// when it cannot be started again, or when it does not register `nodes` within 30 s.
     pub async fn restart(&self, nodes: &[&str]) -> Result<(), Failure> {
-        let (Some(local), Some(cluster)) = (&self.local, self.cluster.local()) else {
-            return Err(Failure::msg(
-                "cannot restart HAMi: this process does not run it (the shared cluster's supervisor does)",
-            ));
-        };
-        let started = std::time::Instant::now();
-        local.restart(cluster).await?;
-        let up = started.elapsed();
-        self.endpoint
-            .wait_registered(nodes, Duration::from_secs(30))
-            .await?;
-        tracing::info!(
-            restarted = ?up,
-            registered = ?started.elapsed(),
-            "HAMi's scheduler restarted"
-        );
-        Ok(())
+        self.switch_scheduler(None, nodes).await
     }
 
     /// Replaces HAMi's scheduler with `binary` (another release: an upgrade or a rollback),
@@ -586,13 +571,20 @@ impl Hami {
                 "cannot replace HAMi's scheduler: this process does not run it (the shared cluster's supervisor does)",
             ));
         };
+        let started = std::time::Instant::now();
         match binary {
             Some(b) => local.restart_with(cluster, b).await?,
             None => local.restart(cluster).await?,
         }
+        let up = started.elapsed();
         self.endpoint
             .wait_registered(nodes, Duration::from_secs(30))
             .await?;
+        tracing::info!(
+            restarted = ?up,
+            registered = ?started.elapsed(),
+            "HAMi's scheduler replaced"
+        );
         Ok(())
     }
 

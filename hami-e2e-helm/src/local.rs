@@ -592,9 +592,7 @@ impl LocalHami {
     ///
     /// As [`LocalHami::start`].
     pub async fn restart(&self, cluster: &LocalCluster) -> Result<()> {
-        cluster.stop_process(HAMI_PROCESS).await?;
-        self.start_scheduler_process(cluster, Duration::from_secs(60))
-            .await
+        self.restart_with(cluster, &self.binary).await
     }
 
     /// Stops HAMi's scheduler and starts `binary` in its place with the same flags, port,

@@ -326,7 +326,7 @@ impl Held {
             let pod = c
                 .runs(&holder, &node, &request, &format!("a 60 % {v} pod runs"))
                 .await?;
-            let ids = c_ids(&pod, c.backend()?)?;
+            let ids = c.device_ids(&pod)?;
             pods.push((c, node, request, ids));
         }
         let held = Held {
@@ -454,7 +454,7 @@ impl Held {
                     &format!("a 60 % {v} pod runs on the other device"),
                 )
                 .await?;
-            let got = c_ids(&pod, c.backend()?)?;
+            let got = c.device_ids(&pod)?;
             ensure!(
                 got.len() == 1 && !ids.contains(&got[0]),
                 "HAMi put the 60 % {v} pod on {got:?}, beside the holder's {ids:?}"
@@ -531,15 +531,6 @@ pub(super) fn restart_handshake(vendor: &str) -> hami_e2e_core::FnScenario {
             Ok(())
         },
     )
-}
-
-/// The ids of the devices `backend` allocated to `pod`.
-fn c_ids(pod: &Pod, backend: &dyn DeviceBackend) -> Result<Vec<String>, Failure> {
-    Ok(backend
-        .pod_allocation(pod.annotations())?
-        .devices()
-        .map(|d| d.id.clone())
-        .collect())
 }
 
 /// `hami::<vendor>::metrics`: HAMi's per-device metrics agree with the allocations within
