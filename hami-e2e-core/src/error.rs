@@ -70,6 +70,18 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A store that admission shares through ([`AdmissionStore`](crate::admission::AdmissionStore))
+    /// failed, or what it holds does not parse.
+    #[error("admission through {store} failed: {message}")]
+    Admission {
+        /// The store ([`AdmissionStore::describe`](crate::admission::AdmissionStore::describe)).
+        store: String,
+        /// What went wrong.
+        message: String,
+        /// The store's own error, if any.
+        #[source]
+        source: Option<crate::BoxError>,
+    },
     /// The async runtime could not be started.
     #[error("cannot start the tokio runtime")]
     Runtime(#[source] std::io::Error),

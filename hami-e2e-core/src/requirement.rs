@@ -33,6 +33,11 @@ pub struct Capabilities {
     /// The devices scenarios' [`Demand`](crate::Demand)s are admitted against (see
     /// [`admission`](crate::admission)).
     pub devices: Vec<crate::admission::PoolDevice>,
+    /// Where admission is shared with other machines (a cluster object): the runner reserves
+    /// through it instead of this machine's file (see
+    /// [`StorePool`](crate::admission::StorePool)).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admission: Option<crate::admission::SharedStore>,
 }
 
 impl Capabilities {
@@ -54,6 +59,13 @@ impl Capabilities {
     #[must_use]
     pub fn with_fact(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.facts.insert(name.into(), value.into());
+        self
+    }
+
+    /// Shares admission through `store` (see [`admission`](Self::admission)).
+    #[must_use]
+    pub fn with_admission(mut self, store: Arc<dyn crate::admission::AdmissionStore>) -> Self {
+        self.admission = Some(crate::admission::SharedStore(store));
         self
     }
 

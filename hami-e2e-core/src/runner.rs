@@ -684,10 +684,12 @@ enum Admit {
     Wait,
 }
 
-/// The devices of an iteration: this process's, or shared through a file.
+/// The devices of an iteration: this process's, shared through a file, or through a store
+/// other machines reach.
 enum Pool {
     Local(crate::admission::DevicePool),
     Shared(crate::admission::SharedPool),
+    Store(crate::admission::StorePool),
 }
 
 impl Pool {
@@ -695,15 +697,26 @@ impl Pool {
         match self {
             Pool::Local(p) => p,
             Pool::Shared(p) => p.devices(),
+            Pool::Store(p) => p.devices(),
         }
     }
 
-    fn release(&mut self, reservation: &crate::admission::Reservation) {
+    /// Whether other processes release devices, so waiting scenarios must look again.
+    fn is_shared(&self) -> bool {
+        !matches!(self, Pool::Local(_))
+    }
+
+    async fn release(&mut self, reservation: &crate::admission::Reservation) {
         match self {
             Pool::Local(p) => p.release(reservation),
             Pool::Shared(p) => {
                 if let Err(e) = p.release(reservation) {
                     tracing::warn!(file = %p.path().display(), error = %e, "cannot release devices in the admission file");
+                }
+            }
+            Pool::Store(p) => {
+                if let Err(e) = p.release(reservation).await {
+                    tracing::warn!(error = error_chain(&e), "cannot release devices");
                 }
             }
         }
@@ -719,7 +732,7 @@ async fn admit(
     pool: &mut Option<Pool>,
     s: &dyn Scenario,
 ) -> Admit {
-    use crate::admission::{DevicePool, Reservation, SharedPool};
+    use crate::admission::{DevicePool, Reservation, SharedPool, StorePool};
     if s.demands().is_empty() {
         return Admit::Start(Reservation::default());
     }
@@ -730,8 +743,13 @@ async fn admit(
     if s.requirements().iter().any(|r| r.check(caps).is_err()) {
         return Admit::Start(Reservation::default());
     }
-    let pool = pool.get_or_insert_with(|| match &config.admission_file {
-        Some(path) if config.admission => Pool::Shared(SharedPool::new(path, caps.devices.clone())),
+    let pool = pool.get_or_insert_with(|| match (&caps.admission, &config.admission_file) {
+        (Some(store), _) if config.admission => {
+            Pool::Store(StorePool::new(store.0.clone(), caps.devices.clone()))
+        }
+        (None, Some(path)) if config.admission => {
+            Pool::Shared(SharedPool::new(path, caps.devices.clone()))
+        }
         _ => Pool::Local(DevicePool::new(caps.devices.clone())),
     });
     if let Err(reason) = pool.devices().can_ever_hold(s.demands()) {
@@ -755,6 +773,15 @@ async fn admit(
                 return Admit::Never(Outcome::Failed {
                     reason: FailureReason::Error,
                     message: format!("admission through `{}` failed: {e}", p.path().display()),
+                });
+            }
+        },
+        Pool::Store(p) => match p.try_reserve(s.demands()).await {
+            Ok(r) => r,
+            Err(e) => {
+                return Admit::Never(Outcome::Failed {
+                    reason: FailureReason::Error,
+                    message: error_chain(&e),
                 });
             }
         },
@@ -901,7 +928,13 @@ async fn run_iteration(
             }
         }
         // Other processes release shared devices: look again now and then.
-        let poll = matches!(pool, Some(Pool::Shared(_))) && !pending.is_empty();
+        let poll = pool.as_ref().is_some_and(Pool::is_shared) && !pending.is_empty();
+        // A store on a cluster costs API requests: a second is soon enough there.
+        let poll_every = if matches!(pool, Some(Pool::Store(_))) {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_millis(200)
+        };
         if started.is_empty() && !poll {
             if pending.is_empty() {
                 break;
@@ -934,7 +967,7 @@ async fn run_iteration(
                 let Some(s) = started.remove(&id) else { continue };
                 slots.give(s.slot);
                 if let Some(pool) = pool.as_mut() {
-                    pool.release(&s.reservation);
+                    pool.release(&s.reservation).await;
                 }
                 let report = match report {
                     Some(r) => {
@@ -953,11 +986,22 @@ async fn run_iteration(
                 reports.push(report);
             }
             _ = run.cancel.cancelled(), if !pending.is_empty() => {}
-            _ = tokio::time::sleep(Duration::from_millis(200)), if poll => {}
+            _ = tokio::time::sleep(poll_every), if poll => {}
             _ = tokio::time::sleep(STILL_WAITING), if !waiting.is_empty() => {}
         }
     }
     reports
+}
+
+/// An error and its sources, `: `-separated.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    text
 }
 
 fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {

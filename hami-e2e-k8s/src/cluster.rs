@@ -195,6 +195,15 @@ impl fmt::Debug for Cluster {
 }
 
 impl Cluster {
+    /// Where this run's device admission is shared with other runs on the cluster (other
+    /// machines' shards included): on a cluster reached by kubeconfig, where the run holds
+    /// a [`RunLease`](crate::ledger::RunLease); `None` on a local cluster of this machine.
+    pub fn admission(&self) -> Option<crate::admission::ClusterAdmission> {
+        let lease = self.lease.lock().unwrap_or_else(|p| p.into_inner());
+        let run = lease.as_ref()?.run_id().to_string();
+        Some(crate::admission::ClusterAdmission::new(self.client(), run))
+    }
+
     /// Connects to the cluster of `source` (starting a local one if so), and checks that
     /// its API server answers.
     ///

@@ -177,6 +177,10 @@ pub enum Error {
         /// Why.
         message: String,
     },
+    /// Admission through the cluster's ConfigMap failed (see
+    /// [`admission`](crate::admission)).
+    #[error(transparent)]
+    Admission(Box<hami_e2e_core::Error>),
 }
 
 /// `Result` with this crate's [`Error`].

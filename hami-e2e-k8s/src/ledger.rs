@@ -406,6 +406,11 @@ impl RunLease {
         &self.name
     }
 
+    /// The run it is the lease of.
+    pub fn run_id(&self) -> &str {
+        &self.run
+    }
+
     /// Stops renewing and reaping, and deletes the lease: the run ended and cleaned up
     /// after itself.
     ///
@@ -684,6 +689,14 @@ async fn reap_runs(client: &kube::Client, except_run: Option<&str>) -> Result<Re
             }
         }
         report.dead_runs.push(run);
+    }
+    // Their devices in the cluster's admission ConfigMap, if they held any.
+    match crate::admission::prune(client).await {
+        Ok(dropped) if !dropped.is_empty() => {
+            tracing::info!(runs = ?dropped, "dropped the admission holdings of dead runs");
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot drop the admission holdings of dead runs"),
     }
     report.deleted.sort();
     report.restored.sort();

@@ -63,6 +63,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod admission;
 mod apply;
 pub mod bincache;
 mod builders;

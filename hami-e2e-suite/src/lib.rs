@@ -217,7 +217,14 @@ impl Suite {
                     }
                     let inventory = devices::inventory(&cluster, &registry, ctx.run_id()).await?;
                     // Devices on a cluster that is not a local one are real ones.
-                    let caps = inventory.record(caps, !cluster.is_local());
+                    let mut caps = inventory.record(caps, !cluster.is_local());
+                    // Runs sharing the cluster (shards on other machines) share admission.
+                    if let Some(store) = cluster.admission() {
+                        use hami_e2e_core::admission::AdmissionStore;
+                        caps = caps
+                            .with_fact("device admission", format!("through {}", store.describe()))
+                            .with_admission(Arc::new(store));
+                    }
                     // HAMi: found (or not) once per run; its scenarios require it.
                     let hami = hami_e2e_helm::hami::probe(&cluster).await;
                     match &hami {

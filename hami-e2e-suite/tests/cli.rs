@@ -93,6 +93,17 @@ async fn run_list_and_sweep_against_a_users_cluster() {
         "{out}"
     );
     assert!(out.contains("test result: ok."), "{out}");
+    // Device admission went through the cluster, and its last release removed the ConfigMap.
+    assert!(
+        out.contains("device admission through ConfigMap default/hami-e2e-admission"),
+        "{out}"
+    );
+    let admission =
+        Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(local.client(), "default")
+            .get_opt(hami_e2e_k8s::admission::ADMISSION_CONFIGMAP)
+            .await
+            .unwrap();
+    assert!(admission.is_none(), "{admission:?}");
     // Two of the three free GPUs: runs, on the GPU node.
     assert!(
         out.contains("test devices::nvidia::whole-devices ... ok"),

@@ -41,6 +41,10 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+pub mod store;
+
+pub use store::{AdmissionStore, SharedStore, StorePool, Stored};
+
 /// One device the runner can hand out to scenarios.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 #[non_exhaustive]
@@ -692,19 +696,12 @@ impl SharedPool {
     pub fn try_reserve(&self, demands: &[Demand]) -> std::io::Result<Option<Reservation>> {
         let (file, mut state) = self.lock()?;
         state.holders.retain(|h| is_alive(h.pid, h.start));
-        let mut pool = self.pool.clone();
-        for h in &state.holders {
-            for (key, u) in &h.taken {
-                if let Some(i) = pool.devices.iter().position(|d| device_key(d) == *key) {
-                    pool.apply(i, *u);
-                }
-            }
-        }
-        let Some(mut r) = pool.try_reserve(demands) else {
+        let held = state.holders.iter().flat_map(|h| h.taken.iter());
+        let Some((mut r, taken)) = self.pool.reserve_over(held, demands) else {
             self.store(file, &state)?;
             return Ok(None);
         };
-        if r.taken.is_empty() {
+        if taken.is_empty() {
             self.store(file, &state)?;
             return Ok(Some(r));
         }
@@ -713,11 +710,7 @@ impl SharedPool {
             pid: std::process::id(),
             start: process_start_time(std::process::id()),
             token: r.token,
-            taken: r
-                .taken
-                .iter()
-                .map(|(i, u)| (device_key(&pool.devices[*i]), *u))
-                .collect(),
+            taken,
         });
         self.store(file, &state)?;
         Ok(Some(r))
