@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hami_e2e_core::{Failure, Fixture, FixtureContext, Scope, TeardownContext};
+use hami_e2e_core::{Capabilities, Failure, Fixture, FixtureContext, Scope, TeardownContext};
 use hami_e2e_k8s::ClusterFixture;
 use k8s_openapi::api::core::v1::Node;
 use kube::Api;
@@ -261,6 +261,99 @@ pub const DEPLOY_CHART_ENV: &str = "HAMI_E2E_HAMI_CHART";
 /// [`HamiValues::to_values`](crate::HamiValues::to_values) writes), default `2.10.0`.
 pub const DEPLOY_CHART_VERSION_ENV: &str = "HAMI_E2E_HAMI_CHART_VERSION";
 
+/// The chart `hami::all::helm-upgrade` starts from before upgrading to
+/// [`DEPLOY_CHART_ENV`]'s: a folder, a `.tgz`, `oci://` or a repository's `https://` URL.
+pub const DEPLOY_CHART_PREVIOUS_ENV: &str = "HAMI_E2E_HAMI_CHART_PREVIOUS";
+/// Its version, default `2.9.0`.
+pub const DEPLOY_CHART_PREVIOUS_VERSION_ENV: &str = "HAMI_E2E_HAMI_CHART_PREVIOUS_VERSION";
+
+/// The capability flag the suite's probe sets when [`DeployFixture`] installed HAMi's chart.
+pub const HELM_DEPLOYED_FLAG: &str = "hami-deployed-by-helm";
+/// The capability flag set when [`DEPLOY_CHART_PREVIOUS_ENV`] names a usable chart.
+pub const HELM_PREVIOUS_FLAG: &str = "hami-chart-previous";
+/// The capability fact with the previous chart, or why there is none.
+pub const HELM_PREVIOUS_FACT: &str = "hami chart previous";
+
+/// Records what the upgrade through Helm needs: whether this run installed HAMi's chart
+/// (`deployed`) and the previous chart ([`Deploy::previous_from_env`]'s answer).
+pub fn record_deploy(
+    caps: Capabilities,
+    deployed: bool,
+    previous: &Result<Option<(Chart, String)>>,
+) -> Capabilities {
+    let caps = if deployed {
+        caps.with_flag(HELM_DEPLOYED_FLAG)
+    } else {
+        caps
+    };
+    match previous {
+        Ok(Some((chart, version))) => caps.with_flag(HELM_PREVIOUS_FLAG).with_fact(
+            HELM_PREVIOUS_FACT,
+            format!("{version} ({})", chart.args().join(" ")),
+        ),
+        Ok(None) => caps,
+        Err(e) => caps.with_fact(HELM_PREVIOUS_FACT, format!("failed: {e}")),
+    }
+}
+
+/// What the upgrade through `helm upgrade` and `helm rollback` requires: HAMi installed by
+/// this run ([`DEPLOY_ENV`]`=helm`) and a previous chart; a previous chart that was given
+/// but is unusable passes, so that the scenario fails naming it.
+///
+/// ```
+/// use hami_e2e_core::Capabilities;
+/// use hami_e2e_helm::{helm_upgrade_requirement, record_deploy};
+///
+/// let none = Capabilities::default();
+/// assert!(helm_upgrade_requirement().check(&none).unwrap_err().contains("HAMI_E2E_DEPLOY=helm"));
+/// let deployed = record_deploy(Capabilities::default(), true, &Ok(None));
+/// assert!(helm_upgrade_requirement().check(&deployed).unwrap_err().contains("HAMI_E2E_HAMI_CHART_PREVIOUS"));
+/// ```
+pub fn helm_upgrade_requirement() -> hami_e2e_core::Requirement {
+    hami_e2e_core::Requirement::custom(
+        "HAMi's chart, installed by this run, and the previous one",
+        |caps| {
+            if !caps.flags.contains(HELM_DEPLOYED_FLAG) {
+                return Err(format!(
+                    "needs HAMi installed by this run's Helm ({DEPLOY_ENV}=helm with {DEPLOY_CHART_ENV}, on a cluster given by --kubeconfig)"
+                ));
+            }
+            let reason = caps.facts.get(HELM_PREVIOUS_FACT);
+            if caps.flags.contains(HELM_PREVIOUS_FLAG)
+                || reason.is_some_and(|r| r.starts_with("failed:"))
+            {
+                Ok(())
+            } else {
+                Err(format!(
+                    "needs the previous chart to upgrade from: {DEPLOY_CHART_PREVIOUS_ENV} is unset"
+                ))
+            }
+        },
+    )
+}
+
+/// A chart from its reference as the variables give it, at `version`; checked.
+fn chart_of(text: String, version: &str) -> Result<Chart> {
+    let chart = if text.starts_with("oci://") {
+        Chart::Oci {
+            reference: text,
+            version: Some(version.to_owned()),
+        }
+    } else if text.starts_with("https://") || text.starts_with("http://") {
+        Chart::Repo {
+            url: text,
+            name: "hami".into(),
+            version: Some(version.to_owned()),
+        }
+    } else if text.ends_with(".tgz") {
+        Chart::package(text)
+    } else {
+        Chart::dir(text)
+    };
+    chart.validate()?;
+    Ok(chart)
+}
+
 /// What [`DEPLOY_ENV`] and its companions ask for.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -318,24 +411,7 @@ impl Deploy {
                         format!("unset, and {DEPLOY_ENV}=helm needs a chart (a folder, a .tgz, oci://..., or a repository's https:// URL)"),
                     )
                 })?;
-                let chart = if text.starts_with("oci://") {
-                    Chart::Oci {
-                        reference: text,
-                        version: Some(version.clone()),
-                    }
-                } else if text.starts_with("https://") || text.starts_with("http://") {
-                    Chart::Repo {
-                        url: text,
-                        name: "hami".into(),
-                        version: Some(version.clone()),
-                    }
-                } else if text.ends_with(".tgz") {
-                    Chart::package(text)
-                } else {
-                    Chart::dir(text)
-                };
-                chart
-                    .validate()
+                let chart = chart_of(text, &version)
                     .map_err(|e| invalid(DEPLOY_CHART_ENV, e.to_string()))?;
                 Ok(Deploy::Helm { chart, version })
             }
@@ -344,6 +420,50 @@ impl Deploy {
                 format!("`{other}` is not `helm` (or unset, to test the HAMi on the cluster)"),
             )),
         }
+    }
+
+    /// The chart the upgrade through Helm starts from ([`DEPLOY_CHART_PREVIOUS_ENV`] at
+    /// [`DEPLOY_CHART_PREVIOUS_VERSION_ENV`], default `2.9.0`), read through `var`; `None`
+    /// when unset.
+    ///
+    /// ```
+    /// use hami_e2e_helm::{Chart, Deploy};
+    ///
+    /// let vars = [("HAMI_E2E_HAMI_CHART_PREVIOUS", "https://project-hami.github.io/HAMi/")];
+    /// let var = |k: &str| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string());
+    /// let (chart, version) = Deploy::previous_from_vars(var).unwrap().unwrap();
+    /// assert_eq!(version, "2.9.0");
+    /// assert!(matches!(chart, Chart::Repo { version: Some(v), .. } if v == "2.9.0"));
+    /// assert_eq!(Deploy::previous_from_vars(|_| None).unwrap(), None);
+    /// let err = Deploy::previous_from_vars(|k| (k == "HAMI_E2E_HAMI_CHART_PREVIOUS").then(|| "/no/chart".into())).unwrap_err();
+    /// assert!(err.to_string().starts_with("invalid HAMI_E2E_HAMI_CHART_PREVIOUS: "), "{err}");
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] naming the variable and the value.
+    pub fn previous_from_vars(
+        var: impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<(Chart, String)>> {
+        let get = |k: &str| var(k).filter(|v| !v.trim().is_empty());
+        let Some(text) = get(DEPLOY_CHART_PREVIOUS_ENV) else {
+            return Ok(None);
+        };
+        let version = get(DEPLOY_CHART_PREVIOUS_VERSION_ENV).unwrap_or_else(|| "2.9.0".into());
+        let chart = chart_of(text, &version).map_err(|e| Error::Invalid {
+            what: DEPLOY_CHART_PREVIOUS_ENV.to_owned(),
+            message: e.to_string(),
+        })?;
+        Ok(Some((chart, version)))
+    }
+
+    /// [`Deploy::previous_from_vars`] on the process's environment.
+    ///
+    /// # Errors
+    ///
+    /// As [`Deploy::previous_from_vars`].
+    pub fn previous_from_env() -> Result<Option<(Chart, String)>> {
+        Self::previous_from_vars(|k| std::env::var(k).ok())
     }
 
     /// [`Deploy::from_vars`] on the process's environment.

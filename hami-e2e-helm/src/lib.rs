@@ -39,9 +39,11 @@ mod values;
 
 pub use error::{Error, Result};
 pub use fixture::{
-    DEPLOY_CHART_ENV, DEPLOY_CHART_VERSION_ENV, DEPLOY_ENV, Deploy, DeployFixture,
-    FAKE_DEVICES_LABEL, HAMI_NODE_ANNOTATIONS, HelmReleaseFixture, HelmReleaseSpec,
-    clean_node_annotations,
+    DEPLOY_CHART_ENV, DEPLOY_CHART_PREVIOUS_ENV, DEPLOY_CHART_PREVIOUS_VERSION_ENV,
+    DEPLOY_CHART_VERSION_ENV, DEPLOY_ENV, Deploy, DeployFixture, FAKE_DEVICES_LABEL,
+    HAMI_NODE_ANNOTATIONS, HELM_DEPLOYED_FLAG, HELM_PREVIOUS_FACT, HELM_PREVIOUS_FLAG,
+    HelmReleaseFixture, HelmReleaseSpec, clean_node_annotations, helm_upgrade_requirement,
+    record_deploy,
 };
 pub use hami::{HAMI_NODE_LABEL, Hami, HamiAvailability, HamiFixture};
 pub use local::{

@@ -206,7 +206,7 @@ impl Suite {
                 async move {
                     let cluster = ctx.fixture::<ClusterFixture>().await?;
                     // HAMI_E2E_DEPLOY=helm: HAMi's chart installed before anything looks.
-                    ctx.fixture::<hami_e2e_helm::DeployFixture>().await?;
+                    let deployed = ctx.fixture::<hami_e2e_helm::DeployFixture>().await?;
                     ctx.fixture::<DevicePoolFixture>().await?;
                     let info = cluster.discover().await?;
                     let mut caps = info
@@ -234,6 +234,11 @@ impl Suite {
                         other => tracing::info!("HAMi's scenarios cannot run: {other:?}"),
                     }
                     let caps = hami_e2e_helm::hami::record(caps, &hami);
+                    let caps = hami_e2e_helm::record_deploy(
+                        caps,
+                        deployed.is_some(),
+                        &hami_e2e_helm::Deploy::previous_from_env(),
+                    );
                     // On a cluster reached by kubeconfig: the HAMi installed there, for the
                     // run's summary.
                     let caps = if cluster.is_local() {

@@ -880,3 +880,171 @@ pub(super) fn device_plugin_nodes() -> hami_e2e_core::FnScenario {
             Ok(())
         })
 }
+
+/// `hami::all::helm-upgrade` (serial; a cluster given by `--kubeconfig` with
+/// `HAMI_E2E_DEPLOY=helm`, `HAMI_E2E_HAMI_CHART` and `HAMI_E2E_HAMI_CHART_PREVIOUS`): the
+/// run's release of HAMi's chart is taken to the previous chart by `helm upgrade`, upgraded
+/// to the run's chart again, rolled back (`helm rollback`, to the previous chart) and rolled
+/// back to the upgrade. After each step the release is `deployed` at the next revision, its
+/// history says what Helm did, the scheduler Deployment runs that chart's HAMi image, HAMi's
+/// webhook is there, and the pods that held HAMi's allocations before it are untouched.
+pub(super) fn helm_upgrade() -> hami_e2e_core::FnScenario {
+    scenario("hami::all::helm-upgrade")
+        .labels(["upgrade", "hami-install", "cluster"])
+        .serial()
+        .requires(hami_e2e_helm::helm_upgrade_requirement())
+        .run(|ctx| async move {
+            let deployed = ctx.fixture::<hami_e2e_helm::DeployFixture>().await?;
+            let Some((_, release)) = deployed.as_ref() else {
+                return Err(Failure::msg("HAMi's chart was not installed by this run"));
+            };
+            let Some((previous, previous_version)) = hami_e2e_helm::Deploy::previous_from_env()?
+            else {
+                return Err(Failure::msg(format!(
+                    "{} is unset",
+                    hami_e2e_helm::DEPLOY_CHART_PREVIOUS_ENV
+                )));
+            };
+            let hami_e2e_helm::Deploy::Helm { version, .. } = hami_e2e_helm::Deploy::from_env()?
+            else {
+                return Err(Failure::msg("HAMI_E2E_DEPLOY is not `helm`"));
+            };
+            // Two minutes a step, so that a rollout that cannot finish fails the scenario
+            // with its cause, well within the scenario's timeout.
+            let release = release.clone().timeout(Duration::from_secs(120));
+            let release = &release;
+            let client = ctx.fixture::<ClusterFixture>().await?.client();
+            let start = release.status().await?.version;
+            let allocated = allocated_pods(&client).await?;
+            let steps: [(&str, u32, &str, &str); 4] = [
+                ("upgrade", start + 1, &previous_version, "Upgrade complete"),
+                ("upgrade", start + 2, &version, "Upgrade complete"),
+                ("rollback", start + 3, &previous_version, ""),
+                ("rollback", start + 4, &version, ""),
+            ];
+            for (action, revision, chart_version, description) in steps {
+                let what = format!("helm {action} to chart {chart_version} (revision {revision})");
+                let status = ctx
+                    .step(what.clone(), async {
+                        let done = if action == "upgrade" {
+                            let chart = if chart_version == previous_version {
+                                &previous
+                            } else {
+                                release.chart()
+                            };
+                            match hami_e2e_helm::HamiValues::default().to_values(chart_version) {
+                                Ok(v) => release.upgrade(Some(chart), &v, false).await,
+                                Err(e) => Err(e),
+                            }
+                        } else {
+                            release.rollback(Some(revision - 2)).await
+                        };
+                        match done {
+                            Ok(status) => Ok(status),
+                            Err(e) => Err(Failure::msg(format!(
+                                "{e}{}",
+                                unschedulable(&client, release.namespace()).await
+                            ))),
+                        }
+                    })
+                    .await?;
+                ensure!(
+                    status.version == revision && status.info.status == "deployed",
+                    "after {what}: the release is {} at revision {}",
+                    status.info.status,
+                    status.version
+                );
+                let history = release.history().await?;
+                let last = history.last().ok_or_else(|| Failure::msg("no history"))?;
+                let said = if description.is_empty() {
+                    format!("Rollback to {}", revision - 2)
+                } else {
+                    description.to_string()
+                };
+                ensure!(
+                    last.chart == format!("hami-{chart_version}") && last.description == said,
+                    "after {what}: helm history's last revision is {last:?}, not chart hami-{chart_version} with `{said}`"
+                );
+                release
+                    .wait_ready(client.clone(), Duration::from_secs(180))
+                    .await?;
+                let found = hami_e2e_helm::installed::discover(&client).await?;
+                ensure!(
+                    found.version.as_deref() == Some(format!("v{chart_version}").as_str())
+                        && found.webhook.is_some(),
+                    "after {what}: the cluster has {}",
+                    found.describe()
+                );
+                let now = allocated_pods(&client).await?;
+                ensure!(
+                    now == allocated,
+                    "after {what}: the pods holding HAMi's allocations changed: {allocated:?} before, {now:?} now"
+                );
+            }
+            Ok(())
+        })
+}
+
+/// The pods of `namespace` the scheduler cannot place, with its message, for a Helm
+/// operation that timed out waiting for them (`; pending: hami-scheduler-... (0/1 nodes are
+/// available: 1 node(s) didn't match pod anti-affinity rules ...)`); empty when none.
+async fn unschedulable(client: &kube::Client, namespace: &str) -> String {
+    let Ok(pods) = Api::<Pod>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default())
+        .await
+    else {
+        return String::new();
+    };
+    let pending: Vec<String> = pods
+        .items
+        .iter()
+        .filter_map(|p| {
+            let c = p
+                .status
+                .as_ref()?
+                .conditions
+                .as_ref()?
+                .iter()
+                .find(|c| c.type_ == "PodScheduled" && c.status == "False")?;
+            Some(format!(
+                "{} ({})",
+                p.name_any(),
+                c.message.clone().unwrap_or_default()
+            ))
+        })
+        .collect();
+    if pending.is_empty() {
+        String::new()
+    } else {
+        format!("; not scheduled: {}", pending.join("; "))
+    }
+}
+
+/// Every pod with a HAMi allocation annotation (`hami.io/vgpu-devices-allocated` and the
+/// other vendors'), as `namespace/name` and the annotation: what a chart upgrade must not
+/// touch.
+async fn allocated_pods(
+    client: &kube::Client,
+) -> Result<std::collections::BTreeMap<String, Vec<(String, String)>>, Failure> {
+    let pods = Api::<Pod>::all(client.clone())
+        .list(&ListParams::default())
+        .await?;
+    Ok(pods
+        .items
+        .iter()
+        .filter_map(|p| {
+            let held: Vec<(String, String)> = p
+                .annotations()
+                .iter()
+                .filter(|(k, _)| k.ends_with("-devices-allocated"))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            (!held.is_empty()).then(|| {
+                (
+                    format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any()),
+                    held,
+                )
+            })
+        })
+        .collect())
+}

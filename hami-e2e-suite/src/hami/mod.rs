@@ -1881,6 +1881,7 @@ pub(crate) fn hami_scenarios(registry: &DeviceRegistry) -> Vec<Arc<dyn Scenario>
     if !vendors.is_empty() {
         all.push(Arc::new(lifecycle::restart(vendors.clone())));
         all.push(Arc::new(lifecycle::upgrade(vendors.clone())));
+        all.push(Arc::new(lifecycle::helm_upgrade()));
         all.push(Arc::new(lifecycle::run_oracle(&vendors)));
     }
     all
