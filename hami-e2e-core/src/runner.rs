@@ -134,13 +134,17 @@ impl Conclusion {
 }
 
 /// Initialises `tracing` output on stderr from `RUST_LOG` (default: warnings, and info from
-/// the hami-e2e crates). Does nothing if a subscriber is already set.
+/// the hami-e2e crates), coloured only when stderr is a terminal and `NO_COLOR` is unset (so
+/// a log file or a CI log has no escape codes). Does nothing if a subscriber is already set.
 pub fn init_tracing() {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn,hami_e2e=info"));
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr)
         .try_init();
 }

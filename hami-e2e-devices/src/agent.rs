@@ -356,7 +356,7 @@ fn pending_backends<'a>(
     let annotations = pod.annotations();
     registry
         .iter()
-        .filter(|b| vendors.iter().any(|v| v == b.vendor()))
+        .filter(|b| vendors.iter().any(|v| *v == b.key()))
         .filter(|b| {
             annotations
                 .get(&b.annotation_keys().to_allocate)
@@ -569,7 +569,7 @@ async fn answer_handshake(
     let mut annotations = serde_json::Map::new();
     for b in registry
         .iter()
-        .filter(|b| vendors.iter().any(|v| v == b.vendor()))
+        .filter(|b| vendors.iter().any(|v| *v == b.key()))
     {
         let keys = b.annotation_keys();
         if let (Some(h), Some(answer)) = (&keys.handshake, keys.handshake_answer) {

@@ -12,6 +12,9 @@ use crate::error::{Error, Result};
 use crate::node::{FakeDevices, FakeNode, NodeDevice, node_annotation};
 use crate::request::{DeviceRequest, ExpectedDevices, ExpectedMemory, PodOptions, ResourceNames};
 
+/// The chip [`Ascend::default`] is: its backend's key is plain `ascend`.
+const DEFAULT_CHIP: &str = "Ascend910B3";
+
 /// `huawei.com/vnpu-mode`: `hami-core` selects the soft split (cores allowed, memory as asked).
 pub const VNPU_MODE: &str = "huawei.com/vnpu-mode";
 /// The soft-split value of [`VNPU_MODE`].
@@ -228,7 +231,7 @@ pub struct Ascend {
 impl Default for Ascend {
     /// The Ascend 910B3 (the chip of HAMi's planned Ascend CI runner).
     fn default() -> Self {
-        Ascend::new(AscendChip::named("Ascend910B3").expect("the catalogue has the 910B3"))
+        Ascend::new(AscendChip::named(DEFAULT_CHIP).expect("the catalogue has the 910B3"))
     }
 }
 
@@ -313,6 +316,18 @@ impl DeviceBackend for Ascend {
 
     fn device_type(&self) -> &str {
         &self.chip.common_word
+    }
+
+    /// `ascend` for the default chip (the 910B3), `ascend-<chip>` for the others
+    /// (`ascend-910c`), so that two chips side by side each get their scenarios.
+    fn key(&self) -> String {
+        let chip = &self.chip.common_word;
+        if chip == DEFAULT_CHIP {
+            "ascend".into()
+        } else {
+            let slug = hami_e2e_core::slug(chip);
+            format!("ascend-{}", slug.strip_prefix("ascend").unwrap_or(&slug))
+        }
     }
 
     fn resource_names(&self) -> &ResourceNames {

@@ -184,8 +184,18 @@ impl AnnotationKeys {
 pub trait DeviceBackend: Send + Sync + fmt::Debug {
     // --- identity -----------------------------------------------------------------------
 
-    /// The vendor's name in this framework (`nvidia`): registry key, scenario paths, logs.
+    /// The vendor's name in this framework (`nvidia`): letters, digits and `-`, not empty
+    /// (checked at registration). Several backends may share it, one per chip (Ascend's).
     fn vendor(&self) -> &str;
+
+    /// The backend's own name: in scenario names (`devices::<key>::fake-node`), labels, fake
+    /// node names, admission's device kinds and the verdict. Unique in a
+    /// [`DeviceRegistry`](crate::DeviceRegistry). Default: the vendor's slug (`nvidia`); a
+    /// vendor with several chips gives each other chip a key of its own (Ascend:
+    /// `ascend` for the 910B3, `ascend-910c`, `ascend-310p`, ...).
+    fn key(&self) -> String {
+        hami_e2e_core::slug(self.vendor())
+    }
 
     /// HAMi's device type keyword (`NVIDIA`, `DCU`, `MLU`, `Ascend910B3`): what HAMi writes
     /// as the type in allocation annotations.
@@ -322,6 +332,34 @@ pub trait DeviceBackend: Send + Sync + fmt::Debug {
     ///
     /// [`Error::InvalidRequest`] when `fake` cannot be expressed for this vendor.
     fn fake_node(&self, fake: &FakeDevices) -> Result<FakeNode>;
+
+    /// [`fake_node`](Self::fake_node), checked: its capacity must give the count resource
+    /// ([`ResourceNames::count`]) as the devices or the devices × the split count, since
+    /// HAMi's pods ask for it and a node without it never fits one (checked here, it fails
+    /// at once instead of as a scheduling wait). The suite's fake nodes all come from here.
+    ///
+    /// ```
+    /// use hami_e2e_devices::{DeviceBackend, FakeDevices, Nvidia};
+    ///
+    /// let fake = Nvidia::default().checked_fake_node(&FakeDevices::new("gpu-0", 2, "Tesla T4", 15360))?;
+    /// assert_eq!(fake.capacity["nvidia.com/gpu"].0, "20"); // 2 devices × split 10
+    /// # Ok::<(), hami_e2e_devices::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`fake_node`](Self::fake_node), and [`Error::FakeCapacity`] naming the resource,
+    /// what the capacity gives, and what it must.
+    fn checked_fake_node(&self, fake: &FakeDevices) -> Result<FakeNode> {
+        let node = self.fake_node(fake)?;
+        crate::node::check_fake_capacity(
+            self.vendor(),
+            &self.resource_names().count,
+            &node.capacity,
+            fake,
+        )?;
+        Ok(node)
+    }
 
     // --- pod side -----------------------------------------------------------------------
 

@@ -40,12 +40,33 @@ pub struct DeviceInventory {
     /// (vendor, device id) → what pods use of it: containers, MiB, cores (see
     /// [`add_pod_usage`](Self::add_pod_usage)).
     pub used: BTreeMap<(String, String), (u32, u64, u32)>,
+    /// Vendor → the nodes whose device data for it does not parse, with why (naming the
+    /// annotation): a vendor with such a node has no passing verdict.
+    pub broken: BTreeMap<String, Vec<(String, String)>>,
 }
 
 impl DeviceInventory {
     /// Reads every node with every backend of `registry`. Nodes without a vendor's data are
-    /// skipped; malformed data is returned beside the inventory, one error per node and
-    /// backend, so one bad node does not hide the others.
+    /// skipped; malformed data is returned beside the inventory, one
+    /// [`Error::BrokenNode`] per node and backend naming both, so one bad node does not hide
+    /// the others, and recorded in [`broken`](Self::broken).
+    ///
+    /// ```
+    /// use std::collections::BTreeMap;
+    /// use hami_e2e_devices::{DeviceInventory, DeviceRegistry};
+    /// use k8s_openapi::api::core::v1::Node;
+    ///
+    /// let mut node = Node::default();
+    /// node.metadata.name = Some("gpu-1".into());
+    /// node.metadata.annotations = Some(BTreeMap::from([(
+    ///     "hami.io/node-nvidia-register".to_string(),
+    ///     "not json".to_string(),
+    /// )]));
+    /// let (inventory, errors) = DeviceInventory::from_nodes(&DeviceRegistry::builtin(), &[node]);
+    /// let e = errors[0].to_string();
+    /// assert!(e.starts_with("node `gpu-1`: nvidia's device registration is broken: cannot parse `hami.io/node-nvidia-register`"), "{e}");
+    /// assert_eq!(inventory.broken["nvidia"][0].0, "gpu-1");
+    /// ```
     pub fn from_nodes(registry: &DeviceRegistry, nodes: &[Node]) -> (Self, Vec<Error>) {
         let mut inventory = DeviceInventory::default();
         let mut errors = Vec::new();
@@ -69,7 +90,7 @@ impl DeviceInventory {
                         devices.into_iter().filter(|d| d.health).collect();
                     if !healthy.is_empty() {
                         self.vendors
-                            .entry(backend.vendor().to_owned())
+                            .entry(backend.key())
                             .or_default()
                             .entry(name)
                             .or_default()
@@ -77,7 +98,17 @@ impl DeviceInventory {
                     }
                 }
                 Err(Error::Missing { .. }) => {}
-                Err(e) => errors.push(e),
+                Err(e) => {
+                    self.broken
+                        .entry(backend.key())
+                        .or_default()
+                        .push((name.clone(), e.to_string()));
+                    errors.push(Error::BrokenNode {
+                        node: name,
+                        vendor: backend.key(),
+                        cause: Box::new(e),
+                    });
+                }
             }
         }
     }
@@ -130,7 +161,7 @@ impl DeviceInventory {
                 for device in containers.iter().flatten() {
                     let used = self
                         .used
-                        .entry((backend.vendor().to_owned(), device.id.clone()))
+                        .entry((backend.key(), device.id.clone()))
                         .or_default();
                     used.0 = used.0.saturating_add(1);
                     used.1 = used.1.saturating_add(device.memory_mib);

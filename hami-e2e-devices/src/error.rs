@@ -33,6 +33,32 @@ pub enum Error {
         /// The annotation key or resource name.
         key: String,
     },
+    /// A node's device data (its register annotation) does not parse for a vendor.
+    #[error("node `{node}`: {vendor}'s device registration is broken: {cause}")]
+    BrokenNode {
+        /// The node.
+        node: String,
+        /// The vendor whose data it is.
+        vendor: String,
+        /// What does not parse (naming the annotation); in the message, so not a source.
+        cause: Box<Error>,
+    },
+    /// A fake node's capacity does not give the vendor's count resource as it must.
+    #[error("{vendor}'s fake node `{node}` gives {} in its capacity; it must count the devices ({devices}) or the devices × the split count ({shares})", match found { Some(v) => format!("`{resource}` = {v}"), None => format!("no `{resource}`") })]
+    FakeCapacity {
+        /// The vendor.
+        vendor: String,
+        /// The fake node.
+        node: String,
+        /// The count resource.
+        resource: String,
+        /// What the capacity gives, if anything.
+        found: Option<String>,
+        /// The devices.
+        devices: u64,
+        /// The devices × the split count.
+        shares: u64,
+    },
     /// No backend is registered under this vendor name or device type.
     #[error("no device backend named `{vendor}` is registered (known: {known})")]
     UnknownVendor {
@@ -41,15 +67,29 @@ pub enum Error {
         /// The registered vendor names, comma-separated.
         known: String,
     },
-    /// A backend with the same vendor name and device type is already registered.
+    /// A backend is not fit to register.
     #[error(
-        "a device backend for vendor `{vendor}` with device type `{device_type}` is already registered"
+        "cannot register the device backend of vendor `{vendor}`, device type `{device_type}`: {problem}"
     )]
-    DuplicateBackend {
+    InvalidBackend {
         /// Its vendor name.
         vendor: String,
-        /// Its HAMi device type.
+        /// Its device type.
         device_type: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// Two backends have the same [key](crate::DeviceBackend::key).
+    #[error(
+        "two device backends have the key `{key}`: {first} (registered first) and {second} (vendor/device type); a vendor with several chips gives each other chip a key of its own (DeviceBackend::key)"
+    )]
+    DuplicateBackend {
+        /// The key both have.
+        key: String,
+        /// The one registered first, `vendor/device type`.
+        first: String,
+        /// The one refused, `vendor/device type`.
+        second: String,
     },
     /// A request that the vendor (or HAMi's webhook for it) would reject.
     #[error("invalid {vendor} request: {reason}")]

@@ -167,7 +167,10 @@ pub use config::{
 };
 pub use error::{Error, Problem, Result};
 pub use hygon::Hygon;
-pub use node::{FakeDevices, FakeNode, NodeDevice, node_annotation, node_capacity, parse_quantity};
+pub use node::{
+    FakeDevices, FakeNode, NodeDevice, check_fake_capacity, node_annotation, node_capacity,
+    parse_quantity,
+};
 pub use nvidia::{DEFAULT_NVIDIA_IMAGE, DEFAULT_NVIDIA_PROBE_IMAGE, NVIDIA_PROBE_IMAGES, Nvidia};
 pub use pod::{
     BIND_PHASE, BIND_TIME, BindPhase, ContainerDevice, PodAllocation, VGPU_NODE, VGPU_TIME,

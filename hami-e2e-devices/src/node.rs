@@ -247,6 +247,51 @@ impl FakeNode {
     }
 }
 
+/// Checks that `capacity` (a [`FakeNode::capacity`], or a node's `status.capacity` or
+/// `status.allocatable`) gives `resource`, the vendor's count resource, as `fake`'s devices
+/// or devices × split count.
+///
+/// ```
+/// use std::collections::BTreeMap;
+/// use hami_e2e_devices::{FakeDevices, check_fake_capacity};
+/// use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+///
+/// let fake = FakeDevices::new("npu-0", 4, "E2E", 16384); // split 10
+/// let ok = BTreeMap::from([("xpu.example.com/npu".to_string(), Quantity("40".into()))]);
+/// assert!(check_fake_capacity("xpu", "xpu.example.com/npu", &ok, &fake).is_ok());
+/// let e = check_fake_capacity("xpu", "xpu.example.com/npu", &BTreeMap::new(), &fake).unwrap_err();
+/// assert_eq!(e.to_string(), "xpu's fake node `npu-0` gives no `xpu.example.com/npu` in its capacity; it must count the devices (4) or the devices × the split count (40)");
+/// ```
+///
+/// # Errors
+///
+/// [`Error::FakeCapacity`].
+pub fn check_fake_capacity(
+    vendor: &str,
+    resource: &str,
+    capacity: &BTreeMap<String, Quantity>,
+    fake: &FakeDevices,
+) -> Result<()> {
+    let devices = u64::from(fake.devices);
+    let shares = devices * u64::from(fake.split.max(1));
+    let found = capacity.get(resource).map(|q| q.0.clone());
+    let fits = found
+        .as_deref()
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n == devices || n == shares);
+    if fits {
+        return Ok(());
+    }
+    Err(Error::FakeCapacity {
+        vendor: vendor.to_owned(),
+        node: fake.node.clone(),
+        resource: resource.to_owned(),
+        found,
+        devices,
+        shares,
+    })
+}
+
 /// A node's annotation, or [`Error::Missing`].
 ///
 /// # Errors

@@ -88,6 +88,12 @@ pub const PROFILES: &[DeviceProfile] = &[
         model: "Ascend910B3",
         memory_mib: 65_536,
     },
+    // A second chip, for a registry that runs two Ascend chips side by side.
+    DeviceProfile {
+        vendor: "ascend",
+        model: "Ascend910B2",
+        memory_mib: 65_536,
+    },
 ];
 
 /// The profile of `vendor` whose model contains `model` (case-insensitive).

@@ -71,8 +71,11 @@ impl DeviceRegistry {
     ///
     /// # Errors
     ///
-    /// [`Error::DuplicateBackend`] if one with the same vendor name and device type is
-    /// already registered.
+    /// The one rule: every backend has its own [key](DeviceBackend::key) (by default the
+    /// vendor's name; Ascend's other chips carry their chip). [`Error::DuplicateBackend`]
+    /// naming both backends when the key is taken (a second `nvidia` backend of another
+    /// device type must give itself another key); [`Error::InvalidBackend`] for an empty
+    /// vendor name or device type, or a key that is not a slug.
     pub fn register(&mut self, backend: impl DeviceBackend + 'static) -> Result<&mut Self> {
         self.register_boxed(Box::new(backend))
     }
@@ -83,20 +86,39 @@ impl DeviceRegistry {
     ///
     /// [`Error::DuplicateBackend`] as [`DeviceRegistry::register`].
     pub fn register_boxed(&mut self, backend: Box<dyn DeviceBackend>) -> Result<&mut Self> {
-        if self.backends.iter().any(|b| {
-            b.vendor().eq_ignore_ascii_case(backend.vendor())
-                && b.device_type().eq_ignore_ascii_case(backend.device_type())
-        }) {
-            return Err(Error::DuplicateBackend {
-                vendor: backend.vendor().to_owned(),
+        let vendor = backend.vendor();
+        let key = backend.key();
+        let problem = if vendor.is_empty() || hami_e2e_core::slug(vendor).is_empty() {
+            Some("its vendor name is empty (or has no letter or digit)".to_owned())
+        } else if backend.device_type().is_empty() {
+            Some("its device type is empty".to_owned())
+        } else if key.is_empty() || hami_e2e_core::slug(&key) != key {
+            Some(format!(
+                "its key `{key}` is not a slug (lower-case letters, digits and `-`)"
+            ))
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            return Err(Error::InvalidBackend {
+                vendor: vendor.to_owned(),
                 device_type: backend.device_type().to_owned(),
+                problem,
+            });
+        }
+        if let Some(first) = self.backends.iter().find(|b| b.key() == key) {
+            return Err(Error::DuplicateBackend {
+                key,
+                first: format!("{}/{}", first.vendor(), first.device_type()),
+                second: format!("{}/{}", vendor, backend.device_type()),
             });
         }
         self.backends.push(backend);
         Ok(self)
     }
 
-    /// The backend for `name`: a vendor name or a device type, any case.
+    /// The backend for `name`: a [key](DeviceBackend::key) (`ascend-910c`), else a vendor
+    /// name (its first backend) or a device type, any case.
     ///
     /// # Errors
     ///
@@ -104,7 +126,12 @@ impl DeviceRegistry {
     pub fn get(&self, name: &str) -> Result<&dyn DeviceBackend> {
         self.backends
             .iter()
-            .find(|b| b.vendor().eq_ignore_ascii_case(name))
+            .find(|b| b.key().eq_ignore_ascii_case(name))
+            .or_else(|| {
+                self.backends
+                    .iter()
+                    .find(|b| b.vendor().eq_ignore_ascii_case(name))
+            })
             .or_else(|| {
                 self.backends
                     .iter()
@@ -116,7 +143,7 @@ impl DeviceRegistry {
                 known: if self.backends.is_empty() {
                     "none".to_owned()
                 } else {
-                    self.vendors().join(", ")
+                    self.keys().join(", ")
                 },
             })
     }
@@ -130,6 +157,11 @@ impl DeviceRegistry {
     /// Every backend, in registration order.
     pub fn iter(&self) -> impl Iterator<Item = &dyn DeviceBackend> {
         self.backends.iter().map(|b| b.as_ref())
+    }
+
+    /// Every backend's [key](DeviceBackend::key), in registration order: one per backend.
+    pub fn keys(&self) -> Vec<String> {
+        self.backends.iter().map(|b| b.key()).collect()
     }
 
     /// The distinct vendor names, in registration order.
@@ -199,5 +231,60 @@ mod tests {
         assert_eq!(r.vendor("ascend").count(), 7);
         assert_eq!(r.len(), 10);
         assert!(!r.is_empty());
+        assert_eq!(r.get("ascend-910c").unwrap().device_type(), "Ascend910C");
+        assert_eq!(r.get("ascend").unwrap().device_type(), "Ascend910B3");
+        assert_eq!(r.keys().len(), 10, "one key per backend: {:?}", r.keys());
+    }
+
+    /// A second `nvidia` of another device type: same key, refused naming both.
+    #[derive(Debug)]
+    struct OtherNvidia(Nvidia, &'static str, &'static str);
+
+    impl DeviceBackend for OtherNvidia {
+        fn vendor(&self) -> &str {
+            self.1
+        }
+        fn device_type(&self) -> &str {
+            self.2
+        }
+        fn resource_names(&self) -> &crate::ResourceNames {
+            self.0.resource_names()
+        }
+        fn annotation_keys(&self) -> &crate::AnnotationKeys {
+            self.0.annotation_keys()
+        }
+        fn node_devices(
+            &self,
+            node: &k8s_openapi::api::core::v1::Node,
+        ) -> Result<Vec<crate::NodeDevice>> {
+            self.0.node_devices(node)
+        }
+        fn fake_node(&self, fake: &crate::FakeDevices) -> Result<crate::FakeNode> {
+            self.0.fake_node(fake)
+        }
+    }
+
+    #[test]
+    fn one_rule_for_duplicates_enforced_at_registration() {
+        let mut r = DeviceRegistry::builtin();
+        let e = r
+            .register(OtherNvidia(Nvidia::default(), "nvidia", "NVIDIA-GRID"))
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "two device backends have the key `nvidia`: nvidia/NVIDIA (registered first) and nvidia/NVIDIA-GRID (vendor/device type); a vendor with several chips gives each other chip a key of its own (DeviceBackend::key)"
+        );
+        let e = r
+            .register(OtherNvidia(Nvidia::default(), "", "NVIDIA"))
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "cannot register the device backend of vendor ``, device type `NVIDIA`: its vendor name is empty (or has no letter or digit)"
+        );
+        let e = r
+            .register(OtherNvidia(Nvidia::default(), "grid", ""))
+            .unwrap_err();
+        assert!(e.to_string().ends_with("its device type is empty"), "{e}");
+        assert_eq!(r.len(), 4, "nothing was added");
     }
 }

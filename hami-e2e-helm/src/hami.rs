@@ -453,7 +453,7 @@ pub async fn create_fake_node_annotated(
     labels: &[(&str, &str)],
     annotations: &[(&str, &str)],
 ) -> Result<(), Failure> {
-    let fake = backend.fake_node(devices)?;
+    let fake = backend.checked_fake_node(devices)?;
     let mut spec = NodeSpec::new(name).label(HAMI_NODE_LABEL, "true");
     for (k, v) in labels {
         spec = spec.label(*k, *v);
@@ -640,7 +640,7 @@ impl Hami {
         let backend = self.registry.get(vendor)?;
         create_fake_node_annotated(&self.client, backend, name, devices, labels, annotations)
             .await?;
-        self.agent.manage(name, [backend.vendor()]);
+        self.agent.manage(name, [backend.key()]);
         self.endpoint
             .wait_registered(&[name], Duration::from_secs(30))
             .await?;

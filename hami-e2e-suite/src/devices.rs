@@ -104,11 +104,11 @@ impl Fixture for DevicePoolFixture {
         let nodes = kube::Api::<Node>::all(cluster.client());
         let mut names = Vec::new();
         for backend in self.registry.iter() {
-            let name = Self::node_name(backend.vendor());
+            let name = Self::node_name(&backend.key());
             let mut fake = FakeDevices::new(&name, POOL_DEVICES_PER_NODE, "E2E", 16384);
             fake.split = 1;
-            let spec = fake_node_spec(&name, &backend.fake_node(&fake)?)
-                .label(FAKE_DEVICES_LABEL, hami_e2e_core::slug(backend.vendor()))
+            let spec = fake_node_spec(&name, &backend.checked_fake_node(&fake)?)
+                .label(FAKE_DEVICES_LABEL, backend.key())
                 .label("gpu", "on");
             match nodes.create(&Default::default(), &spec.to_node()?).await {
                 Ok(_) => {}
@@ -184,7 +184,7 @@ pub(crate) async fn inventory(
         .collect();
     let (mut inventory, errors) = DeviceInventory::from_nodes(registry, &nodes);
     for e in errors {
-        tracing::warn!(error = %e, "a node's device data does not parse");
+        tracing::warn!("{e}");
     }
     let pods = match kube::Api::<Pod>::all(cluster.client())
         .list(&Default::default())
@@ -482,7 +482,7 @@ pub(crate) fn backend_scenarios(registry: &DeviceRegistry) -> Vec<Arc<dyn Scenar
     registry
         .iter()
         .flat_map(|backend| {
-            let vendor = backend.vendor().to_string();
+            let vendor = backend.key();
             let name = format!("devices::{}::fake-node", hami_e2e_core::slug(&vendor));
             let s = scenario(name)
                 .labels([
@@ -506,7 +506,7 @@ pub(crate) fn backend_scenarios(registry: &DeviceRegistry) -> Vec<Arc<dyn Scenar
                             ctx.attempt()
                         ));
                         let fake = FakeDevices::new(&node_name, 4, "E2E", 16384);
-                        let spec = fake_node_spec(&node_name, &backend.fake_node(&fake)?)
+                        let spec = fake_node_spec(&node_name, &backend.checked_fake_node(&fake)?)
                             .label("gpu", "on");
                         let client = cluster.client();
                         let nodes = kube::Api::<Node>::all(client.clone());
@@ -534,23 +534,46 @@ pub(crate) fn backend_scenarios(registry: &DeviceRegistry) -> Vec<Arc<dyn Scenar
                         })
                         .await?;
                         let node = nodes.get(&node_name).await?;
+                        // What the API server kept of the capacity: HAMi's pods ask for it.
+                        let status = node.status.clone().unwrap_or_default();
+                        for (what, list) in [
+                            ("capacity", status.capacity),
+                            ("allocatable", status.allocatable),
+                        ] {
+                            hami_e2e_devices::check_fake_capacity(
+                                &vendor,
+                                &backend.resource_names().count,
+                                &list.unwrap_or_default(),
+                                &fake,
+                            )
+                            .map_err(|e| Failure::assertion(format!("node status.{what}: {e}")))?;
+                        }
                         let read = backend.node_devices(&node)?;
                         ensure!(
                             read.len() == 4,
-                            "{vendor}: {} devices read back",
-                            read.len()
+                            "{vendor}: node {node_name} reads back {} devices, expected 4 (the fake node's register annotation: {:?})",
+                            read.len(),
+                            backend
+                                .annotation_keys()
+                                .register
+                                .as_ref()
+                                .and_then(|k| node.metadata.annotations.as_ref()?.get(k))
                         );
                         ensure!(
                             read.iter().all(|d| d.health),
-                            "{vendor}: unhealthy devices read back: {read:?}"
+                            "{vendor}: node {node_name} reads back unhealthy devices: {read:?}"
                         );
                         let (inventory, errors) =
                             DeviceInventory::from_nodes(&registry, std::slice::from_ref(&node));
-                        ensure!(errors.is_empty(), "{vendor}: {errors:?}");
+                        ensure!(
+                            errors.is_empty(),
+                            "{vendor}: {}",
+                            errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+                        );
                         let caps = inventory.record(Default::default(), false);
                         ensure!(
                             caps.quantity(&devices_on_one_node(&vendor)) == 4,
-                            "{vendor}: the probe counts {} devices",
+                            "{vendor}: the probe counts {} devices on node {node_name}, expected 4",
                             caps.quantity(&devices_on_one_node(&vendor))
                         );
                         Ok(())
@@ -558,12 +581,12 @@ pub(crate) fn backend_scenarios(registry: &DeviceRegistry) -> Vec<Arc<dyn Scenar
                 });
             let mut all: Vec<Arc<dyn Scenario>> = vec![
                 Arc::new(s),
-                Arc::new(whole_devices(backend.vendor().to_string())),
-                Arc::new(node_capacity(backend.vendor().to_string())),
-                Arc::new(node_selector(backend.vendor().to_string())),
+                Arc::new(whole_devices(backend.key())),
+                Arc::new(node_capacity(backend.key())),
+                Arc::new(node_selector(backend.key())),
             ];
             if backend.limit_probe_image().is_some() {
-                all.push(Arc::new(memory_limit(backend.vendor().to_string())));
+                all.push(Arc::new(memory_limit(backend.key())));
             }
             all
         })

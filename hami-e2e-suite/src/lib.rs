@@ -93,7 +93,7 @@ pub struct Suite {
 impl std::fmt::Debug for Suite {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Suite")
-            .field("backends", &self.registry.vendors())
+            .field("backends", &self.registry.keys())
             .field(
                 "extra",
                 &self
@@ -135,7 +135,9 @@ impl Suite {
     ///
     /// # Errors
     ///
-    /// When a backend of the same vendor name is registered already.
+    /// As [`DeviceRegistry::register`]: when the backend's key
+    /// ([`DeviceBackend::key`](hami_e2e_devices::DeviceBackend::key), the vendor's name unless
+    /// it says otherwise) is taken, naming both backends.
     pub fn backend(
         mut self,
         backend: impl DeviceBackend + 'static,
@@ -184,7 +186,7 @@ impl Suite {
         let mut runner = Runner::new();
         if self.verdict {
             runner = runner.reporter(verdict::VerdictReporter::new(
-                registry.vendors().iter().map(ToString::to_string).collect(),
+                registry.keys(),
                 inventory_slot,
             ));
         }

@@ -59,6 +59,8 @@ pub struct Verdict {
     pub vendors: Vec<(String, String)>,
     /// Skipped scenarios with their reasons.
     pub skipped: Vec<(String, String)>,
+    /// Nodes whose device registration does not parse: vendor, node, why.
+    pub broken: Vec<(String, String, String)>,
     /// Whether the device probe ran.
     pub probed: bool,
 }
@@ -120,7 +122,23 @@ impl Verdict {
                     Outcome::Skipped { .. } => row.skipped += 1,
                 }
             }
+            let broken = inventory
+                .and_then(|i| i.broken.get(vendor))
+                .map_or(&[][..], Vec::as_slice);
+            for (node, why) in broken {
+                verdict
+                    .broken
+                    .push((vendor.clone(), node.clone(), why.clone()));
+            }
             let word = match (passed, failed) {
+                _ if !broken.is_empty() => format!(
+                    "FAIL (the registration of {} does not parse; {failed} failed, {passed} passed)",
+                    broken
+                        .iter()
+                        .map(|(n, _)| format!("node {n}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
                 (_, f) if f > 0 => format!("FAIL ({f} failed, {passed} passed)"),
                 (0, _) => "not tested".to_string(),
                 (p, _) => format!("pass ({p} passed)"),
@@ -199,6 +217,12 @@ impl fmt::Display for Verdict {
         writeln!(f, "verdict:")?;
         for (vendor, word) in &self.vendors {
             writeln!(f, "  {vendor:vendor_w$}  {word}")?;
+        }
+        if !self.broken.is_empty() {
+            writeln!(f, "broken device registrations:")?;
+            for (vendor, node, why) in &self.broken {
+                writeln!(f, "  {vendor} on node {node}: {why}")?;
+            }
         }
         if !self.skipped.is_empty() {
             writeln!(f, "skipped:")?;
@@ -370,5 +394,33 @@ mod tests {
         let text = v.to_string();
         assert!(text.contains("devices not probed"), "{text}");
         assert!(text.contains("nvidia  -           ?"), "{text}");
+    }
+
+    #[test]
+    fn a_vendor_with_a_node_whose_registration_does_not_parse_does_not_pass() {
+        let mut inventory = DeviceInventory::default();
+        inventory.broken.insert(
+            "nvidia".into(),
+            vec![(
+                "gpu-9".into(),
+                "cannot parse `hami.io/node-nvidia-register` at byte 0".into(),
+            )],
+        );
+        let s = summary(vec![report(
+            "devices::nvidia::a",
+            "nvidia",
+            Outcome::Passed,
+            &[],
+        )]);
+        let v = Verdict::new(&["nvidia".to_string()], Some(&inventory), &s);
+        assert_eq!(
+            v.vendors[0].1,
+            "FAIL (the registration of node gpu-9 does not parse; 0 failed, 1 passed)"
+        );
+        let text = v.to_string();
+        assert!(
+            text.contains("broken device registrations:\n  nvidia on node gpu-9: cannot parse `hami.io/node-nvidia-register`"),
+            "{text}"
+        );
     }
 }

@@ -11,11 +11,17 @@ use kube::Api;
 use kube::api::{ObjectMeta, PostParams};
 
 fn hami_e2e(args: &[&str]) -> (i32, String, String) {
+    hami_e2e_logging(args, "warn")
+}
+
+/// `hami-e2e` with `RUST_LOG=log`.
+fn hami_e2e_logging(args: &[&str], log: &str) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_hami-e2e"))
         .args(args)
         .env_remove("KUBECONFIG")
         .env_remove("HAMI_E2E_KUBECONFIG")
-        .env("RUST_LOG", "warn")
+        .env_remove("NO_COLOR")
+        .env("RUST_LOG", log)
         .output()
         .expect("hami-e2e runs");
     (
@@ -66,13 +72,16 @@ async fn run_list_and_sweep_against_a_users_cluster() {
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("cluster::nodes-ready: test"), "{out}");
 
-    let (code, out, err) = hami_e2e(&[
-        "run",
-        "--kubeconfig",
-        &kubeconfig,
-        "--label-filter",
-        "smoke || capacity",
-    ]);
+    let (code, out, err) = hami_e2e_logging(
+        &[
+            "run",
+            "--kubeconfig",
+            &kubeconfig,
+            "--label-filter",
+            "smoke || capacity",
+        ],
+        "warn,hami_e2e=info",
+    );
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(
         out.contains("test cluster::pod-runs-in-its-namespace ... ok"),
@@ -93,6 +102,8 @@ async fn run_list_and_sweep_against_a_users_cluster() {
         "{out}"
     );
     assert!(out.contains("test result: ok."), "{out}");
+    // Its log lines went to a pipe: no colour codes.
+    assert!(err.contains(" INFO ") && !err.contains('\u{1b}'), "{err}");
     // Device admission went through the cluster, and its last release removed the ConfigMap.
     assert!(
         out.contains("device admission through ConfigMap default/hami-e2e-admission"),

@@ -1036,7 +1036,7 @@ fn unhealthy_device(vendor: &str) -> hami_e2e_core::FnScenario {
                 format!("device {device} turns unhealthy"),
                 c.hami
                     .agent()
-                    .set_device_health(&node, backend.vendor(), &device, false),
+                    .set_device_health(&node, &backend.key(), &device, false),
             )
             .await?;
         let (_, refused) = c
@@ -1061,7 +1061,7 @@ fn unhealthy_device(vendor: &str) -> hami_e2e_core::FnScenario {
                 format!("device {device} is healthy again"),
                 c.hami
                     .agent()
-                    .set_device_health(&node, backend.vendor(), &device, true),
+                    .set_device_health(&node, &backend.key(), &device, true),
             )
             .await?;
         let (name, _) = c
@@ -1116,7 +1116,7 @@ fn plugin_gone(vendor: &str) -> hami_e2e_core::FnScenario {
             c.ctx
                 .step(
                     "the device plugin goes away (allocatable 0)",
-                    agent.remove_devices(&node, backend.vendor()),
+                    agent.remove_devices(&node, &backend.key()),
                 )
                 .await?;
             // With a handshake key HAMi may wait for its `Requesting_` to be 60 s old (NVIDIA
@@ -1811,7 +1811,10 @@ pub(crate) fn hami_scenarios(registry: &DeviceRegistry) -> Vec<Arc<dyn Scenario>
         .iter()
         .filter(|b| profile_of(*b).is_some())
         .flat_map(|b| {
-            let v = b.vendor();
+            let key = b.key();
+            let v = key.as_str();
+            // What the vendor does (its family), apart from which chip it is.
+            let family = b.vendor();
             let mut all: Vec<Arc<dyn Scenario>> = vec![
                 Arc::new(allocation(v)),
                 Arc::new(sharing(v)),
@@ -1829,17 +1832,17 @@ pub(crate) fn hami_scenarios(registry: &DeviceRegistry) -> Vec<Arc<dyn Scenario>
             }
             all.push(Arc::new(device_policy(v)));
             all.push(Arc::new(node_policy(v)));
-            if v != "cambricon" {
+            if family != "cambricon" {
                 // Cambricon's split count is HAMi's own (100 per card), not the register's.
                 all.push(Arc::new(time_slicing(v)));
             }
-            if v != "ascend" {
+            if family != "ascend" {
                 // Ascend takes no core share outside its hami-core mode.
                 all.push(Arc::new(cores(v)));
                 all.push(Arc::new(exclusive(v)));
             }
             all.push(Arc::new(scoring_weights(v)));
-            if v == "nvidia" {
+            if family == "nvidia" {
                 all.push(Arc::new(quota(v)));
                 all.push(Arc::new(webhook_defaults(v)));
                 all.push(Arc::new(cordon(v)));
@@ -1853,12 +1856,12 @@ pub(crate) fn hami_scenarios(registry: &DeviceRegistry) -> Vec<Arc<dyn Scenario>
             if b.resource_names().memory_percentage.is_some() {
                 all.push(Arc::new(requests::memory_percentage(v)));
             }
-            if v == "ascend" {
+            if family == "ascend" {
                 all.push(Arc::new(requests::ascend_template(v)));
                 all.push(Arc::new(requests::ascend_vnpu_mode(v)));
             }
             all.push(Arc::new(placement::mutex(v)));
-            if v == "nvidia" {
+            if family == "nvidia" {
                 // Only NVIDIA's fit reads a NUMA binding (`nvidia.com/numa-bind`).
                 all.push(Arc::new(placement::numa(v)));
                 all.push(Arc::new(lifecycle::hundred_pods(v)));
@@ -1876,7 +1879,7 @@ pub(crate) fn hami_scenarios(registry: &DeviceRegistry) -> Vec<Arc<dyn Scenario>
     let vendors: Vec<String> = registry
         .iter()
         .filter(|b| profile_of(*b).is_some())
-        .map(|b| b.vendor().to_owned())
+        .map(|b| b.key())
         .collect();
     if !vendors.is_empty() {
         all.push(Arc::new(lifecycle::restart(vendors.clone())));
