@@ -136,7 +136,7 @@ impl Suite {
     /// # Errors
     ///
     /// As [`DeviceRegistry::register`]: when the backend's key
-    /// ([`DeviceBackend::key`](hami_e2e_devices::DeviceBackend::key), the vendor's name unless
+    /// ([`DeviceBackend::key`], the vendor's name unless
     /// it says otherwise) is taken, naming both backends.
     pub fn backend(
         mut self,
