@@ -7,9 +7,10 @@ use std::fmt;
 use k8s_openapi::api::core::v1::{Node, ResourceRequirements};
 
 use crate::config::DeviceConfig;
+use crate::container::ContainerDevice;
 use crate::error::{Error, Result};
 use crate::node::{FakeDevices, FakeNode, NodeDevice};
-use crate::pod::{ContainerDevice, PodAllocation, allocation_problems};
+use crate::pod::{PodAllocation, allocation_problems};
 use crate::request::{
     DeviceRequest, ExpectedDevices, ExpectedMemory, PodOptions, PodRequest, ResourceNames,
 };

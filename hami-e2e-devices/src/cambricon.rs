@@ -6,11 +6,11 @@ use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use crate::backend::{AnnotationKeys, DeviceBackend};
-use crate::codec::MAX_INT32;
 use crate::config::DeviceConfig;
 use crate::error::{Error, Problem, Result};
 use crate::node::{FakeDevices, FakeNode, NodeDevice, node_capacity};
 use crate::request::{DeviceRequest, ExpectedDevices, ExpectedMemory, PodOptions, ResourceNames};
+use crate::scalar::MAX_INT32;
 
 /// Cambricon's own node lock (a bare RFC 3339 time, expiring after 2 minutes).
 pub const CAMBRICON_NODE_LOCK: &str = "cambricon.com/dsmlu.lock";

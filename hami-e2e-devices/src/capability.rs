@@ -334,8 +334,9 @@ mod tests {
     #[test]
     fn pods_allocations_count_as_used_elsewhere() {
         use crate::backend::DeviceBackend;
-        use crate::pod::ContainerDevice;
-        use crate::{FakeDevices, Nvidia};
+        use crate::container::ContainerDevice;
+        use crate::node::FakeDevices;
+        use crate::nvidia::Nvidia;
         let mut node = Node::default();
         node.metadata.name = Some("gpu-0".into());
         Nvidia::default()
@@ -392,8 +393,9 @@ mod tests {
         let caps = inventory.record(Capabilities::default(), true);
         assert_eq!(caps.devices[0].used_elsewhere, (2, 6000, 60));
     }
+    use crate::hygon::Hygon;
     use crate::node::FakeDevices;
-    use crate::{Hygon, Nvidia};
+    use crate::nvidia::Nvidia;
 
     fn node(name: &str, fake: crate::node::FakeNode) -> Node {
         let mut n = Node::default();

@@ -25,95 +25,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use crate::container::ContainerDevice;
 use crate::error::{Error, Problem, Result};
 use crate::node::NodeDevice;
-use crate::pod::ContainerDevice;
-
-/// The longest value a decoder accepts: Kubernetes caps an object's annotations at 256 KiB in
-/// total, so a longer one cannot come from a cluster.
-pub const MAX_VALUE_LEN: usize = 256 * 1024;
-
-/// The largest number HAMi stores in its Go `int32` fields.
-pub const MAX_INT32: u64 = i32::MAX as u64;
-
-/// Rejects values longer than [`MAX_VALUE_LEN`].
-pub(crate) fn check_len(key: &str, value: &str) -> Result<()> {
-    if value.len() > MAX_VALUE_LEN {
-        return Err(Error::parse(
-            key,
-            0,
-            value,
-            Problem::TooLarge {
-                len: value.len(),
-                max: MAX_VALUE_LEN,
-            },
-        ));
-    }
-    Ok(())
-}
-
-/// Parses a whole number in `0..=max` the way Go's `strconv.ParseInt` reads it (an optional
-/// sign, decimal digits), with typed errors.
-pub(crate) fn parse_number(
-    key: &str,
-    position: usize,
-    text: &str,
-    field: &'static str,
-    max: u64,
-) -> Result<u64> {
-    let err = |problem| Err(Error::parse(key, position, text, problem));
-    let digits = text.strip_prefix(['+', '-']).unwrap_or(text);
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return err(Problem::NotANumber { field });
-    }
-    let negative = text.starts_with('-');
-    match digits.parse::<u64>() {
-        Ok(0) => Ok(0),
-        Ok(_) if negative => err(Problem::Negative { field }),
-        Ok(n) if n > max => err(Problem::Overflow { field, max }),
-        Ok(n) => Ok(n),
-        Err(_) if negative => err(Problem::Negative { field }),
-        Err(_) => err(Problem::Overflow { field, max }),
-    }
-}
-
-/// Parses a signed whole number in `i32`'s range (NUMA node ids can be `-1`).
-fn parse_i32(key: &str, position: usize, text: &str, field: &'static str) -> Result<i32> {
-    let digits = text.strip_prefix(['+', '-']).unwrap_or(text);
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(Error::parse(
-            key,
-            position,
-            text,
-            Problem::NotANumber { field },
-        ));
-    }
-    text.parse::<i32>().map_err(|_| {
-        Error::parse(
-            key,
-            position,
-            text,
-            Problem::Overflow {
-                field,
-                max: MAX_INT32,
-            },
-        )
-    })
-}
-
-/// Go's `strconv.ParseBool`.
-fn parse_bool(key: &str, position: usize, text: &str, field: &'static str) -> Result<bool> {
-    match text {
-        "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
-        "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
-        _ => Err(Error::parse(
-            key,
-            position,
-            text,
-            Problem::NotABool { field },
-        )),
-    }
-}
+pub use crate::scalar::{MAX_INT32, MAX_VALUE_LEN};
+use crate::scalar::{check_len, parse_bool, parse_i32, parse_number};
 
 /// Splits `s` on `sep`, yielding each piece with its byte offset in `s`, offset by `base`.
 fn split_with_offsets<'a>(

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::scalar::MAX_VALUE_LEN;
 
 /// HAMi's device config, parsed leniently: unknown keys are kept (see
 /// [`DeviceConfig::section`]), missing ones keep the chart's defaults.
@@ -59,7 +60,7 @@ impl DeviceConfig {
     ///
     /// [`Error::DeviceConfig`] naming `source_name`.
     pub fn from_yaml_named(source_name: &str, text: &str) -> Result<Self> {
-        if text.len() > crate::codec::MAX_VALUE_LEN * 4 {
+        if text.len() > MAX_VALUE_LEN * 4 {
             return Err(Error::DeviceConfigField {
                 field: "(whole file)".into(),
                 reason: format!("{} bytes is larger than any ConfigMap", text.len()),

@@ -144,6 +144,7 @@ mod cambricon;
 mod capability;
 pub mod codec;
 mod config;
+mod container;
 mod error;
 mod hygon;
 mod node;
@@ -155,6 +156,7 @@ mod pod;
 pub mod profiles;
 mod registry;
 mod request;
+mod scalar;
 
 #[cfg(feature = "agent")]
 pub use agent::FakeDeviceAgent;
@@ -165,18 +167,18 @@ pub use capability::{DeviceDemand, DeviceInventory, devices_on_one_node, real_de
 pub use config::{
     DeviceConfig, NvidiaConfig, TemplateConfig, VendorConfig, VnpuConfig, VnpusConfig,
 };
+pub use container::ContainerDevice;
 pub use error::{Error, Problem, Result};
 pub use hygon::Hygon;
 pub use node::{
     FakeDevices, FakeNode, NodeDevice, check_fake_capacity, node_annotation, node_capacity,
-    parse_quantity,
 };
 pub use nvidia::{DEFAULT_NVIDIA_IMAGE, DEFAULT_NVIDIA_PROBE_IMAGE, NVIDIA_PROBE_IMAGES, Nvidia};
 pub use pod::{
-    BIND_PHASE, BIND_TIME, BindPhase, ContainerDevice, PodAllocation, VGPU_NODE, VGPU_TIME,
-    allocation_problems,
+    BIND_PHASE, BIND_TIME, BindPhase, PodAllocation, VGPU_NODE, VGPU_TIME, allocation_problems,
 };
 pub use registry::DeviceRegistry;
 pub use request::{
     DeviceRequest, ExpectedDevices, ExpectedMemory, PodOptions, PodRequest, ResourceNames,
 };
+pub use scalar::parse_quantity;

@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{Node, NodeStatus};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
-use crate::error::{Error, Problem, Result};
+use crate::error::{Error, Result};
+use crate::scalar::{MAX_INT32, parse_quantity};
 
 /// One device of a node, as HAMi's scheduler sees it (Go `DeviceInfo`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -176,11 +177,10 @@ impl FakeDevices {
         if self.split == 0 {
             return bad("a split count of 0 leaves nothing to schedule".into());
         }
-        if self.memory_mib == 0 || self.memory_mib > crate::codec::MAX_INT32 {
+        if self.memory_mib == 0 || self.memory_mib > MAX_INT32 {
             return bad(format!(
                 "device memory {} MiB is outside 1..={}",
-                self.memory_mib,
-                crate::codec::MAX_INT32
+                self.memory_mib, MAX_INT32
             ));
         }
         Ok(())
@@ -327,67 +327,9 @@ pub fn node_capacity(node: &Node, resource: &str) -> Result<Option<u64>> {
     parse_quantity(resource, &q.0).map(Some)
 }
 
-/// Parses a Kubernetes quantity that must be a whole number (`8`, `4k`, `2Gi`).
-///
-/// # Errors
-///
-/// [`Error::Parse`] naming `key` for fractions, unknown suffixes, negatives and overflow.
-pub fn parse_quantity(key: &str, text: &str) -> Result<u64> {
-    crate::codec::check_len(key, text)?;
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '+' || c == '-'))
-        .unwrap_or(text.len());
-    let (digits, suffix) = text.split_at(split);
-    let multiplier: u64 = match suffix {
-        "" => 1,
-        "k" => 1_000,
-        "M" => 1_000_000,
-        "G" => 1_000_000_000,
-        "T" => 1_000_000_000_000,
-        "Ki" => 1 << 10,
-        "Mi" => 1 << 20,
-        "Gi" => 1 << 30,
-        "Ti" => 1 << 40,
-        _ => {
-            return Err(Error::parse(
-                key,
-                split,
-                suffix,
-                Problem::Unknown {
-                    what: "quantity suffix",
-                    expected: "a whole number with k, M, G, T, Ki, Mi, Gi or Ti".into(),
-                },
-            ));
-        }
-    };
-    let n = crate::codec::parse_number(key, 0, digits, "quantity", u64::MAX)?;
-    n.checked_mul(multiplier).ok_or_else(|| {
-        Error::parse(
-            key,
-            0,
-            text,
-            Problem::Overflow {
-                field: "quantity",
-                max: u64::MAX,
-            },
-        )
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn quantities() {
-        assert_eq!(parse_quantity("r", "8").unwrap(), 8);
-        assert_eq!(parse_quantity("r", "2Ki").unwrap(), 2048);
-        assert_eq!(parse_quantity("r", "3k").unwrap(), 3000);
-        assert!(parse_quantity("r", "1.5").is_err());
-        assert!(parse_quantity("r", "-1").is_err());
-        assert!(parse_quantity("r", "").is_err());
-        assert!(parse_quantity("r", "99999999999999Ti").is_err());
-    }
 
     #[test]
     fn apply_sets_annotations_capacity_and_allocatable() {

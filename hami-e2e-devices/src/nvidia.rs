@@ -8,10 +8,10 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use crate::backend::{AnnotationKeys, DeviceBackend, decode_register_any};
 use crate::codec;
 use crate::config::DeviceConfig;
+use crate::container::ContainerDevice;
 use crate::error::{Error, Result};
 use crate::node::{FakeDevices, FakeNode, NodeDevice};
 use crate::nvidia_smi;
-use crate::pod::ContainerDevice;
 use crate::request::{DeviceRequest, ExpectedDevices, ExpectedMemory, PodOptions, ResourceNames};
 
 /// The image [`Nvidia`] verifies in by default: a CUDA base image whose

@@ -13,8 +13,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::codec::{check_len, parse_number};
 use crate::error::{Error, Problem, Result};
+use crate::scalar::{check_len, parse_number};
 
 /// The fields [`query_gpu_command`] asks for, in order.
 pub const QUERY_FIELDS: &[&str] = &[

@@ -270,8 +270,11 @@ pub fn check(registry: &DeviceRegistry, nodes: &[Node], pods: &[Pod]) -> Usage {
 mod tests {
     use super::*;
     use crate::backend::DeviceBackend;
-    use crate::pod::ContainerDevice;
-    use crate::{FakeDevices, Hygon, Nvidia, codec};
+    use crate::codec;
+    use crate::container::ContainerDevice;
+    use crate::hygon::Hygon;
+    use crate::node::FakeDevices;
+    use crate::nvidia::Nvidia;
 
     fn node(name: &str, backend: &dyn DeviceBackend, fake: &FakeDevices) -> Node {
         let f = backend.fake_node(fake).unwrap();

@@ -5,9 +5,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use crate::codec;
+use crate::container::ContainerDevice;
 use crate::error::{Error, Problem, Result};
 use crate::node::NodeDevice;
 use crate::request::{ExpectedDevices, ExpectedMemory, PodOptions};
+use crate::scalar::check_len;
 
 /// `hami.io/vgpu-node`: the node HAMi's filter chose (also set as a label).
 pub const VGPU_NODE: &str = "hami.io/vgpu-node";
@@ -17,36 +19,6 @@ pub const VGPU_TIME: &str = "hami.io/vgpu-time";
 pub const BIND_PHASE: &str = "hami.io/bind-phase";
 /// `hami.io/bind-time`: when HAMi bound the pod (unix seconds).
 pub const BIND_TIME: &str = "hami.io/bind-time";
-
-/// One device granted to one container (a record of `*-devices-allocated`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ContainerDevice {
-    /// The device id (the node register's `id`).
-    pub id: String,
-    /// HAMi's device type keyword (`NVIDIA`, `DCU`, `MLU`, `Ascend910B3`), not the model.
-    pub device_type: String,
-    /// Memory granted in MiB.
-    pub memory_mib: u64,
-    /// Cores granted.
-    pub cores: u32,
-}
-
-impl ContainerDevice {
-    /// A record.
-    pub fn new(
-        id: impl Into<String>,
-        device_type: impl Into<String>,
-        memory_mib: u64,
-        cores: u32,
-    ) -> Self {
-        ContainerDevice {
-            id: id.into(),
-            device_type: device_type.into(),
-            memory_mib,
-            cores,
-        }
-    }
-}
 
 /// `hami.io/bind-phase`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,7 +108,7 @@ impl PodAllocation {
                 return Err(Error::parse(VGPU_NODE, 0, v, Problem::Empty));
             }
             Some(v) => {
-                codec::check_len(VGPU_NODE, v)?;
+                check_len(VGPU_NODE, v)?;
                 Some(v.clone())
             }
             None => None,

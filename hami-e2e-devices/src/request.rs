@@ -7,6 +7,7 @@ use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use crate::error::{Error, Result};
+use crate::scalar::parse_quantity;
 
 /// The extended resources a vendor's devices are requested with. Clusters rename them in
 /// HAMi's `device-config.yaml` (see [`DeviceConfig`](crate::DeviceConfig)).
@@ -229,8 +230,7 @@ impl DeviceRequest {
                 .as_ref()
                 .and_then(|l| l.get(name))
                 .or_else(|| resources.requests.as_ref().and_then(|r| r.get(name)));
-            q.map(|q| crate::node::parse_quantity(name, &q.0))
-                .transpose()
+            q.map(|q| parse_quantity(name, &q.0)).transpose()
         };
         let clamp32 = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
         let Some(count) = get(&names.count)? else {
