@@ -247,19 +247,19 @@ mod tests {
         fn device_type(&self) -> &str {
             self.2
         }
-        fn resource_names(&self) -> &crate::ResourceNames {
+        fn resource_names(&self) -> &crate::request::ResourceNames {
             self.0.resource_names()
         }
-        fn annotation_keys(&self) -> &crate::AnnotationKeys {
+        fn annotation_keys(&self) -> &crate::backend::AnnotationKeys {
             self.0.annotation_keys()
         }
         fn node_devices(
             &self,
             node: &k8s_openapi::api::core::v1::Node,
-        ) -> Result<Vec<crate::NodeDevice>> {
+        ) -> Result<Vec<crate::node::NodeDevice>> {
             self.0.node_devices(node)
         }
-        fn fake_node(&self, fake: &crate::FakeDevices) -> Result<crate::FakeNode> {
+        fn fake_node(&self, fake: &crate::node::FakeDevices) -> Result<crate::node::FakeNode> {
             self.0.fake_node(fake)
         }
     }
