@@ -1,6 +1,5 @@
-//! Deploys HAMi for hami-e2e: with Helm on any cluster, and (once HAMi's Go module can be
-//! had) as host processes, the real HAMi scheduler and webhook over fake devices, on the
-//! local cluster.
+//! Deploys HAMi for hami-e2e: with Helm on any cluster, and as host processes (HAMi's real
+//! scheduler and webhook over fake devices) on the local cluster.
 //!
 //! - [`HelmRelease`]: install, upgrade, roll back, inspect and uninstall a chart ([`Chart`]:
 //!   folder, `.tgz`, repository, OCI) with the real `helm`, typed results, watch-driven
@@ -9,7 +8,43 @@
 //!   artifacts, uninstalled after the run with HAMi's node annotations removed
 //!   ([`clean_node_annotations`]);
 //! - [`HamiValues`]: HAMi's chart values that tests change, typed and checked;
+//! - [`LocalHami`] and [`HamiFixture`]: HAMi's scheduler and webhook as host processes on the
+//!   local cluster, with fake device nodes;
 //! - [`binaries`]: helm and HAMi's scheduler from their pinned Go modules (or given).
+//!
+//! # Example
+//!
+//! The values a release is installed with, typed for the chart version, checked before helm
+//! sees them, and with a later layer merged key by key:
+//!
+//! ```
+//! use hami_e2e_helm::{HamiValues, SchedulerPolicy, merge};
+//! use serde_json::json;
+//!
+//! let mut values = HamiValues::default();
+//! values.gpu_scheduler_policy = Some(SchedulerPolicy::Spread);
+//! values.device_split_count = Some(4);
+//! let mut v = values.to_values("2.10.0")?;
+//! assert_eq!(v["scheduler"]["defaultSchedulerPolicy"]["gpuSchedulerPolicy"], "spread");
+//! assert_eq!(v["devicePlugin"]["deviceSplitCount"], 4);
+//!
+//! merge(&mut v, &json!({"devicePlugin": {"deviceSplitCount": 10, "runtimeClassName": "nvidia"}}));
+//! assert_eq!(v["devicePlugin"]["deviceSplitCount"], 10);
+//! assert_eq!(v["devicePlugin"]["runtimeClassName"], "nvidia");
+//! assert_eq!(v["scheduler"]["defaultSchedulerPolicy"]["gpuSchedulerPolicy"], "spread");
+//!
+//! // HAMi's device-config.yaml for a scheduler outside the chart comes from the same values.
+//! assert_eq!(values.device_config()?["nvidia"]["deviceSplitCount"], 4);
+//!
+//! values.device_split_count = Some(0);
+//! let err = values.to_values("2.10.0").unwrap_err();
+//! assert_eq!(err.to_string(), "invalid chart value `devicePlugin.deviceSplitCount`: must be at least 1");
+//! # Ok::<(), hami_e2e_helm::Error>(())
+//! ```
+//!
+//! # On a cluster
+//!
+//! Install, upgrade and roll back a release with the real `helm`:
 //!
 //! ```no_run
 //! # async fn f(cluster: &hami_e2e_k8s::Cluster) -> hami_e2e_helm::Result<()> {
