@@ -15,7 +15,7 @@
 //! module is not served by every Go module proxy), `build` says why, still builds helm,
 //! and exits with status 3, the tests' skip; a set but unusable variable exits with 1.
 //!
-//! `helm` builds (or finds) helm alone: CI here builds only helm.
+//! `helm` builds (or finds) helm alone, for runs that deploy HAMi only with Helm.
 
 use std::process::ExitCode;
 
