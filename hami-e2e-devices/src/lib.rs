@@ -128,9 +128,13 @@
 //!
 //! # Feature flags
 //!
-//! None. Like kube-core, the crate leaves k8s-openapi's Kubernetes version feature to the
-//! final binary (inside this workspace `.cargo/config.toml` sets
-//! `K8S_OPENAPI_ENABLED_VERSION`).
+//! - `agent` (on by default): the fake device agent (`FakeDeviceAgent`, module `agent`),
+//!   which watches and patches pods and nodes and so brings in kube and tokio. Without it
+//!   the crate is the backends, the data types and the codecs alone, with no client.
+//!
+//! Like kube-core, the crate leaves k8s-openapi's Kubernetes version to the final binary:
+//! enable one of k8s-openapi's version features there, or set `K8S_OPENAPI_ENABLED_VERSION`
+//! when building.
 //!
 //! # Minimum supported Rust version
 //!
