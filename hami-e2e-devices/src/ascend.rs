@@ -229,7 +229,7 @@ pub struct Ascend {
 }
 
 impl Default for Ascend {
-    /// The Ascend 910B3 (the chip of HAMi's planned Ascend CI runner).
+    /// The Ascend 910B3; [`Ascend::new`] takes any chip of [`AscendChip::catalogue`].
     fn default() -> Self {
         Ascend::new(AscendChip::named(DEFAULT_CHIP).expect("the catalogue has the 910B3"))
     }

@@ -21,15 +21,13 @@ pub const DEFAULT_NVIDIA_IMAGE: &str = "nvcr.io/nvidia/cuda:12.5.0-base-ubuntu22
 /// The image the memory limit probe runs in by default: it needs `python3` (the NVIDIA
 /// container runtime mounts the driver's `libcuda.so.1` and `nvidia-smi` into it, with
 /// `NVIDIA_DRIVER_CAPABILITIES=compute,utility`). `HAMI_E2E_NVIDIA_PROBE_IMAGE` overrides it
-/// in the suite (a real-device CI job runs the NVIDIA scenarios on each of
-/// [`NVIDIA_PROBE_IMAGES`]).
+/// in the suite, for example with another of [`NVIDIA_PROBE_IMAGES`].
 pub const DEFAULT_NVIDIA_PROBE_IMAGE: &str = "python:3.12-slim";
 
-/// The images the real-device CI job (`.github/workflows/hami.yml`, job `real-devices`) runs
-/// the NVIDIA scenarios' probe in, one job per image: the default, whose probe reaches the
-/// driver API alone, and two CUDA user spaces (12.4 and 11.8, with PyTorch), so a HAMi-core
-/// that holds under one CUDA release and not another is seen. Each has `python3`; a unit
-/// test keeps the workflow's list equal to this one.
+/// The images to run the NVIDIA scenarios' probe in, one run per image: the default, whose
+/// probe reaches the driver API alone, and two CUDA user spaces (12.4 and 11.8, with
+/// PyTorch), so a HAMi-core that holds under one CUDA release and not another is seen. Each
+/// has `python3`. The repository's real-device workflow runs one job per image.
 ///
 /// ```
 /// assert_eq!(hami_e2e_devices::NVIDIA_PROBE_IMAGES[0], hami_e2e_devices::DEFAULT_NVIDIA_PROBE_IMAGE);
