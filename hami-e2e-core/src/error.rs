@@ -80,7 +80,7 @@ pub enum Error {
         message: String,
         /// The store's own error, if any.
         #[source]
-        source: Option<crate::BoxError>,
+        source: Option<crate::failure::BoxError>,
     },
     /// The async runtime could not be started.
     #[error("cannot start the tokio runtime")]

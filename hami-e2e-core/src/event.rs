@@ -1,16 +1,25 @@
 //! What a run reports: a stream of events, then a summary ordered by scenario name.
 //!
-//! Reporters ([`Reporter`](crate::Reporter)) consume both. Everything here serialises
-//! to JSON (the `--json` report is one event per line).
+//! Plain data: reporters ([`Reporter`](crate::Reporter)) consume both, and everything here
+//! serialises to JSON (the `--json` report is one event per line). The channel the events
+//! travel through is in `sink`.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::Serialize;
-use tokio::sync::mpsc;
 
 use crate::failure::FailureKind;
-use crate::fixture::Scope;
+
+/// How long a fixture lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// Once per run, shared by all scenarios.
+    Run,
+    /// Once per scenario attempt.
+    Scenario,
+}
 
 /// One thing that happened during a run.
 #[derive(Debug, Clone, Serialize)]
@@ -327,36 +336,6 @@ impl RunSummary {
     /// Whether the run succeeded: no failed scenario, no run error, not cancelled.
     pub fn success(&self) -> bool {
         self.failed() == 0 && self.run_errors.is_empty() && !self.cancelled
-    }
-}
-
-/// Where events go: one channel read by the reporters' loop.
-#[derive(Clone)]
-pub(crate) struct EventSink {
-    tx: Option<mpsc::UnboundedSender<Event>>,
-    start: Instant,
-}
-
-impl EventSink {
-    pub(crate) fn new(tx: Option<mpsc::UnboundedSender<Event>>, start: Instant) -> Self {
-        Self { tx, start }
-    }
-
-    pub(crate) fn start(&self) -> Instant {
-        self.start
-    }
-
-    pub(crate) fn emit(&self, kind: EventKind) {
-        if let Some(tx) = &self.tx {
-            let timestamp_ms = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64);
-            let _ = tx.send(Event {
-                timestamp_ms,
-                elapsed: self.start.elapsed(),
-                kind,
-            });
-        }
     }
 }
 

@@ -28,18 +28,10 @@ use futures::future::{BoxFuture, Shared};
 use tokio::task::AbortHandle;
 
 use crate::cancel::CancelToken;
-use crate::event::{EventKind, EventSink};
+use crate::event::EventKind;
+pub use crate::event::Scope;
 use crate::failure::Failure;
-
-/// How long a fixture lives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Scope {
-    /// Once per run, shared by all scenarios.
-    Run,
-    /// Once per scenario attempt.
-    Scenario,
-}
+use crate::sink::EventSink;
 
 /// A resource that scenarios use, set up on demand and torn down for certain.
 ///
@@ -342,7 +334,7 @@ impl ScopeState {
                 Ok(Err(f)) => Some(format!("teardown of {name} failed: {}", f.report())),
                 Err(_) => Some(format!(
                     "teardown of {name} timed out after {}",
-                    crate::format_duration(timeout)
+                    crate::duration::format_duration(timeout)
                 )),
             };
             events.emit(EventKind::TeardownFinished {

@@ -98,6 +98,7 @@ pub mod report;
 mod requirement;
 mod runner;
 mod scenario;
+mod sink;
 
 pub use admission::{Demand, DevicePool, GrantedDevice, PoolDevice, Reservation, SharedPool};
 pub use args::{Args, IgnoredMode, ListFormat, RunConfig};

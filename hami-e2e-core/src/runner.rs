@@ -24,7 +24,7 @@ use crate::cancel::CancelToken;
 use crate::context::Context;
 use crate::duration::format_duration;
 use crate::error::{Error, Result};
-use crate::event::{EventKind, EventSink, FailureReason, Outcome, RunSummary, ScenarioReport};
+use crate::event::{EventKind, FailureReason, Outcome, RunSummary, ScenarioReport};
 use crate::failure::Failure;
 use crate::fixture::{
     ErasedFixture, Fixture, FixtureContext, Registry, RetryPolicy, RunShared, ScenarioShared,
@@ -33,6 +33,7 @@ use crate::fixture::{
 use crate::report::{HtmlReporter, HumanReporter, JsonReporter, JunitReporter, Reporter};
 use crate::requirement::Capabilities;
 use crate::scenario::{Scenario, slug, validate};
+use crate::sink::EventSink;
 
 /// Process exit codes of a suite binary.
 pub mod exit_code {

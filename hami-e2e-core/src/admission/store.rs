@@ -61,8 +61,8 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 
 use super::{Demand, DevicePool, PoolDevice, Reservation, Use, device_key, next_token};
-use crate::BoxError;
 use crate::error::{Error, Result};
+use crate::failure::BoxError;
 
 /// What an [`AdmissionStore`] holds: the document's text (`None`: there is none) and the
 /// version read with it (`None`: none, so a write creates it).

@@ -7,9 +7,9 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::duration::format_duration;
 use crate::error::{Error, Result};
 use crate::event::{Outcome, RunSummary, ScenarioReport};
-use crate::format_duration;
 
 use super::Reporter;
 
