@@ -4,6 +4,7 @@
 //! serialises to JSON (the `--json` report is one event per line). The channel the events
 //! travel through is in `sink`.
 
+use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -124,8 +125,8 @@ pub enum EventKind {
     ScenarioFinished(ScenarioReport),
     /// The run is being cancelled (first SIGINT/SIGTERM).
     RunCancelling {
-        /// Why.
-        reason: String,
+        /// Why (in JSON, as text: `received SIGINT`).
+        reason: CancelReason,
     },
     /// The run ended.
     RunFinished {
@@ -136,6 +137,55 @@ pub enum EventKind {
         /// Scenarios skipped or ignored.
         skipped: usize,
     },
+}
+
+/// A signal that cancels a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum SignalKind {
+    /// SIGINT (Ctrl-C).
+    Interrupt,
+    /// SIGTERM.
+    Terminate,
+}
+
+impl SignalKind {
+    /// The signal's name: `SIGINT`, `SIGTERM` (`Ctrl-C` where there are no Unix signals).
+    pub fn name(self) -> &'static str {
+        match self {
+            SignalKind::Interrupt if cfg!(unix) => "SIGINT",
+            SignalKind::Interrupt => "Ctrl-C",
+            SignalKind::Terminate => "SIGTERM",
+        }
+    }
+}
+
+/// Why a run stops before it has run everything, in order of severity (as nextest's): when
+/// there are several, the greatest stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum CancelReason {
+    /// `--fail-fast`, after a failure: nothing more starts; running scenarios finish.
+    FailFast,
+    /// A signal: running scenarios are cancelled, then everything is torn down.
+    Signal(SignalKind),
+}
+
+impl fmt::Display for CancelReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CancelReason::FailFast => f.write_str("--fail-fast after a failure"),
+            CancelReason::Signal(kind) => write!(f, "received {}", kind.name()),
+        }
+    }
+}
+
+/// As text (`received SIGINT`), the way the JSON events have always spelt the reason.
+impl Serialize for CancelReason {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
 /// How a scenario ended.
@@ -369,5 +419,18 @@ mod tests {
         ] {
             assert_eq!(serde_json::to_value(r).unwrap(), r.as_str());
         }
+    }
+
+    #[test]
+    fn cancel_reasons_order_by_severity_and_read_as_before() {
+        let int = CancelReason::Signal(SignalKind::Interrupt);
+        assert!(CancelReason::FailFast < int);
+        assert_eq!(Some(CancelReason::FailFast).max(Some(int)), Some(int));
+        let event = serde_json::to_value(EventKind::RunCancelling { reason: int }).unwrap();
+        let name = if cfg!(unix) { "SIGINT" } else { "Ctrl-C" };
+        assert_eq!(
+            event,
+            serde_json::json!({"event": "run_cancelling", "reason": format!("received {name}")})
+        );
     }
 }

@@ -107,7 +107,8 @@ pub use context::Context;
 pub use duration::{format_duration, parse_duration};
 pub use error::{Error, Result};
 pub use event::{
-    Attachment, Event, EventKind, FailureReason, Outcome, RunSummary, ScenarioReport, StepRecord,
+    Attachment, CancelReason, Event, EventKind, FailureReason, Outcome, RunSummary, ScenarioReport,
+    SignalKind, StepRecord,
 };
 pub use failure::{
     BoxError, Failure, FailureKind, TransientClassifier, is_transient,
