@@ -1,133 +1,16 @@
-//! Admission shared through a store that several machines reach (a Kubernetes object, in
-//! `hami-e2e-k8s`): shards of one CI run on different machines, each with its own
-//! admission state, never hand out the same device twice.
-//!
-//! The store keeps one document, what every live holder holds, and a version of it; a
-//! write names the version it read and fails when another holder wrote meanwhile
-//! (optimistic concurrency, as Kubernetes' `resourceVersion`). [`StorePool`] reads, drops
-//! the holdings of holders the store says are dead (a run whose lease expired), places
-//! the demands against the rest, and writes, reading again on a conflict.
-//!
-//! ```
-//! use std::sync::{Arc, Mutex};
-//! use futures::future::BoxFuture;
-//! use hami_e2e_core::admission::{AdmissionStore, Stored, StorePool};
-//! use hami_e2e_core::{BoxError, Demand, PoolDevice};
-//!
-//! /// A store in memory, shared by two "machines" of the example.
-//! #[derive(Debug, Default)]
-//! struct Memory(Mutex<(Option<String>, u64)>);
-//!
-//! #[derive(Debug)]
-//! struct Holder(Arc<Memory>, &'static str);
-//!
-//! impl AdmissionStore for Holder {
-//!     fn describe(&self) -> String { "memory".into() }
-//!     fn owner(&self) -> String { self.1.into() }
-//!     fn load(&self) -> BoxFuture<'_, Result<Stored, BoxError>> {
-//!         let (text, version) = self.0.0.lock().unwrap().clone();
-//!         Box::pin(async move { Ok(Stored { text, version: Some(version.to_string()) }) })
-//!     }
-//!     fn save<'a>(&'a self, text: Option<&'a str>, read: Option<&'a str>) -> BoxFuture<'a, Result<bool, BoxError>> {
-//!         let mut m = self.0.0.lock().unwrap();
-//!         let fresh = read == Some(m.1.to_string().as_str());
-//!         if fresh { *m = (text.map(str::to_string), m.1 + 1); }
-//!         Box::pin(async move { Ok(fresh) })
-//!     }
-//!     fn dead_owners<'a>(&'a self, _: &'a [String]) -> BoxFuture<'a, Result<Vec<String>, BoxError>> {
-//!         Box::pin(async { Ok(Vec::new()) })
-//!     }
-//! }
-//!
-//! # tokio::runtime::Runtime::new()?.block_on(async {
-//! let memory = Arc::new(Memory::default());
-//! let devices = vec![PoolDevice::new("nvidia", "node-a", "GPU-0", 16384)];
-//! let a = StorePool::new(Arc::new(Holder(memory.clone(), "shard-1")), devices.clone());
-//! let b = StorePool::new(Arc::new(Holder(memory.clone(), "shard-2")), devices);
-//! let whole = [Demand::devices("nvidia", 1).exclusive()];
-//! let held = a.try_reserve(&whole).await?.expect("free");
-//! assert!(b.try_reserve(&whole).await?.is_none(), "held by the other shard");
-//! a.release(&held).await?;
-//! assert!(b.try_reserve(&whole).await?.is_some());
-//! # Ok::<(), hami_e2e_core::Error>(()) })?;
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
+//! [`StorePool`]: a [`DevicePool`] shared through an [`AdmissionStore`]: it reads, drops the
+//! holdings of dead holders, places the demands against the rest, and writes, reading again
+//! on a conflict.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::BoxFuture;
-
-use super::{Demand, DevicePool, PoolDevice, Reservation, Use, device_key, next_token};
+use super::backend::AdmissionStore;
+use crate::admission::demand::{Demand, PoolDevice, Reservation, Use};
+use crate::admission::pool::{DevicePool, next_token};
 use crate::error::{Error, Result};
 use crate::failure::BoxError;
-
-/// What an [`AdmissionStore`] holds: the document's text (`None`: there is none) and the
-/// version read with it (`None`: none, so a write creates it).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Stored {
-    /// The document, as [`StorePool`] wrote it.
-    pub text: Option<String>,
-    /// Its version, handed back to [`AdmissionStore::save`].
-    pub version: Option<String>,
-}
-
-/// Where holders on several machines keep what they hold: one document and its version.
-/// `hami-e2e-k8s` has one over a ConfigMap, whose holders are runs with renewed leases.
-pub trait AdmissionStore: Send + Sync + fmt::Debug {
-    /// The store, for messages (`ConfigMap default/hami-e2e-admission`).
-    fn describe(&self) -> String;
-
-    /// Who this holder is (a run id): its entries carry it, and other holders ask
-    /// [`dead_owners`](Self::dead_owners) about it.
-    fn owner(&self) -> String;
-
-    /// Reads the document and its version.
-    fn load(&self) -> BoxFuture<'_, Result<Stored, BoxError>>;
-
-    /// Writes `text` (`None`: removes the document) if the document is still at version
-    /// `read` (`None`: if there is none). `Ok(false)`: another holder wrote meanwhile.
-    fn save<'a>(
-        &'a self,
-        text: Option<&'a str>,
-        read: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<bool, BoxError>>;
-
-    /// Which of `owners` are gone (their run ended or its lease expired): their holdings
-    /// no longer count. Never this holder's own [`owner`](Self::owner).
-    fn dead_owners<'a>(
-        &'a self,
-        owners: &'a [String],
-    ) -> BoxFuture<'a, Result<Vec<String>, BoxError>>;
-}
-
-/// An [`AdmissionStore`] as the probe hands it to the runner
-/// ([`Capabilities::admission`](crate::Capabilities::admission)): equal to itself only,
-/// shown and serialised as its [`describe`](AdmissionStore::describe).
-#[derive(Clone)]
-pub struct SharedStore(pub Arc<dyn AdmissionStore>);
-
-impl fmt::Debug for SharedStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0.describe())
-    }
-}
-
-impl PartialEq for SharedStore {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
-    }
-}
-
-impl Eq for SharedStore {}
-
-impl serde::Serialize for SharedStore {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0.describe())
-    }
-}
 
 /// The document: every holding, by `<owner>.<token>`.
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
@@ -314,39 +197,11 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(base + u64::from(std::process::id() % 7) * 3)
 }
 
-impl DevicePool {
-    /// Places `demands` against this pool with `held` already taken: the reservation and
-    /// what it takes, by device key.
-    pub(super) fn reserve_over<'h>(
-        &self,
-        held: impl Iterator<Item = &'h (String, Use)>,
-        demands: &[Demand],
-    ) -> Option<(Reservation, Vec<(String, Use)>)> {
-        let mut pool = self.clone();
-        let index: BTreeMap<String, usize> = pool
-            .devices
-            .iter()
-            .enumerate()
-            .map(|(i, d)| (device_key(d), i))
-            .collect();
-        for (key, u) in held {
-            if let Some(&i) = index.get(key) {
-                pool.apply(i, *u);
-            }
-        }
-        let r = pool.try_reserve(demands)?;
-        let taken = r
-            .taken
-            .iter()
-            .map(|(i, u)| (device_key(&pool.devices[*i]), *u))
-            .collect();
-        Some((r, taken))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::admission::store::backend::Stored;
+    use futures::future::BoxFuture;
     use std::sync::Mutex;
 
     /// An in-memory store; `conflicts` makes that many writes fail as if another holder
