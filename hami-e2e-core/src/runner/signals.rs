@@ -63,11 +63,8 @@ impl Signals {
 
 #[cfg(unix)]
 fn install() -> Source {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) {
+    use tokio::signal::unix::{SignalKind as Unix, signal};
+    match (signal(Unix::interrupt()), signal(Unix::terminate())) {
         (Ok(interrupt), Ok(terminate)) => Source::Unix {
             interrupt,
             terminate,
