@@ -26,7 +26,7 @@ use hami_e2e_helm::binaries::{
 use hami_e2e_helm::hami::{create_fake_node, default_local_options};
 use hami_e2e_helm::local::LocalHami;
 use hami_e2e_k8s::PodBuilder;
-use hami_e2e_k8s::bincache::{BinaryCache, KubernetesRelease};
+use hami_e2e_k8s::local::bincache::{BinaryCache, KubernetesRelease};
 use hami_e2e_k8s::local::{LocalCluster, LocalClusterOptions};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, ObjectMeta, PostParams};

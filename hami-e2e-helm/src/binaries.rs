@@ -43,7 +43,7 @@
 //! ```no_run
 //! # async fn f() -> Result<(), hami_e2e_core::Failure> {
 //! use hami_e2e_helm::binaries::{self, BinarySource, FindSchedulerError, HamiRelease};
-//! use hami_e2e_k8s::bincache::BinaryCache;
+//! use hami_e2e_k8s::local::bincache::BinaryCache;
 //!
 //! let cache = BinaryCache::default();
 //! let release = HamiRelease::from_env()?;
@@ -74,7 +74,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use hami_e2e_k8s::bincache::{BinaryCache, GoBuild, GoModule, required_version};
+use hami_e2e_k8s::local::bincache::{BinaryCache, GoBuild, GoModule, required_version};
 
 use crate::error::{Error, Result};
 
@@ -104,9 +104,9 @@ pub const SUPPORTED_HELM_MAJORS: &[u32] = &[3];
 /// How long a binary may take to print its version.
 const VERSION_TIMEOUT: Duration = Duration::from_secs(20);
 
-const HELM_GO_MOD: &str = include_str!("../../go/helm/go.mod");
-const HELM_GO_SUM: &str = include_str!("../../go/helm/go.sum");
-const HELM_TOOLS_GO: &str = include_str!("../../go/helm/tools.go");
+const HELM_GO_MOD: &str = include_str!("go/helm/go.mod");
+const HELM_GO_SUM: &str = include_str!("go/helm/go.sum");
+const HELM_TOOLS_GO: &str = include_str!("go/helm/tools.go");
 
 /// A HAMi release this crate can build, pinned by a Go module in `go/hami-<minor>/`.
 ///
@@ -133,16 +133,16 @@ pub const HAMI_RELEASES: &[HamiRelease] = &[
     HamiRelease {
         version: "v2.10.0",
         commit: "4707fb02c91c545bc7343ce26dba4c32919f9a3e",
-        go_mod: include_str!("../../go/hami-2.10/go.mod"),
-        go_sum: include_str!("../../go/hami-2.10/go.sum"),
-        tools_go: include_str!("../../go/hami-2.10/tools.go"),
+        go_mod: include_str!("go/hami-2.10/go.mod"),
+        go_sum: include_str!("go/hami-2.10/go.sum"),
+        tools_go: include_str!("go/hami-2.10/tools.go"),
     },
     HamiRelease {
         version: "v2.9.0",
         commit: "3a006c6ae2f077a2683df7805c43656c07f6dc15",
-        go_mod: include_str!("../../go/hami-2.9/go.mod"),
-        go_sum: include_str!("../../go/hami-2.9/go.sum"),
-        tools_go: include_str!("../../go/hami-2.9/tools.go"),
+        go_mod: include_str!("go/hami-2.9/go.mod"),
+        go_sum: include_str!("go/hami-2.9/go.sum"),
+        tools_go: include_str!("go/hami-2.9/tools.go"),
     },
 ];
 
@@ -362,7 +362,7 @@ pub struct HelmBinary {
 /// # async fn f() -> hami_e2e_helm::Result<()> {
 /// use hami_e2e_helm::binaries::{hami_scheduler, HamiRelease};
 ///
-/// let cache = hami_e2e_k8s::bincache::BinaryCache::default();
+/// let cache = hami_e2e_k8s::local::bincache::BinaryCache::default();
 /// let scheduler = hami_scheduler(&cache, &HamiRelease::find(None)?).await?;
 /// println!("{} ({})", scheduler.version, scheduler.source);
 /// # Ok(()) }
@@ -392,7 +392,7 @@ pub async fn hami_scheduler(cache: &BinaryCache, release: &HamiRelease) -> Resul
 /// use hami_e2e_helm::binaries::{hami_scheduler_from, HamiRelease};
 /// use hami_e2e_helm::Error;
 ///
-/// let cache = hami_e2e_k8s::bincache::BinaryCache::default();
+/// let cache = hami_e2e_k8s::local::bincache::BinaryCache::default();
 /// let release = HamiRelease::find(None).unwrap();
 /// let err = hami_scheduler_from(&cache, &release, Some("/no/such/scheduler".as_ref())).await;
 /// assert!(matches!(err, Err(Error::BadBinary { .. })));
@@ -608,7 +608,7 @@ async fn resolve(
 /// # async fn f() -> Result<(), hami_e2e_core::Failure> {
 /// use hami_e2e_helm::binaries::{find_hami_scheduler, FindSchedulerError, HamiRelease};
 ///
-/// let cache = hami_e2e_k8s::bincache::BinaryCache::default();
+/// let cache = hami_e2e_k8s::local::bincache::BinaryCache::default();
 /// match find_hami_scheduler(&cache, &HamiRelease::from_env()?).await {
 ///     Ok(scheduler) => println!("{} ({})", scheduler.path.display(), scheduler.source),
 ///     Err(FindSchedulerError::Unavailable { reason }) => println!("skip: {reason}"),
@@ -640,7 +640,7 @@ pub async fn find_hami_scheduler(
 /// use hami_e2e_helm::binaries::{find_hami_scheduler_with, FindSchedulerError, HamiRelease, SchedulerInputs};
 /// use hami_e2e_helm::Error;
 ///
-/// let cache = hami_e2e_k8s::bincache::BinaryCache::new("/nonexistent/cache");
+/// let cache = hami_e2e_k8s::local::bincache::BinaryCache::new("/nonexistent/cache");
 /// let release = HamiRelease::find(None).unwrap();
 /// // A given binary that does not exist fails, even with a checkout given too.
 /// let inputs = SchedulerInputs::new().scheduler("/no/such/scheduler").source("/no/such/HAMi");
@@ -703,7 +703,7 @@ pub async fn find_hami_scheduler_with(
 /// # async fn f() -> Result<(), hami_e2e_core::Failure> {
 /// use hami_e2e_helm::binaries::{find_hami_scheduler_once, HamiRelease};
 ///
-/// let cache = hami_e2e_k8s::bincache::BinaryCache::default();
+/// let cache = hami_e2e_k8s::local::bincache::BinaryCache::default();
 /// let release = HamiRelease::from_env()?;
 /// let first = find_hami_scheduler_once(&cache, &release).await;
 /// let again = find_hami_scheduler_once(&cache, &release).await; // at once: not tried again
@@ -733,7 +733,7 @@ pub async fn find_hami_scheduler_once(
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// use hami_e2e_helm::binaries::{find_hami_scheduler_once_with, HamiRelease, SchedulerInputs};
 ///
-/// let cache = hami_e2e_k8s::bincache::BinaryCache::new("/nonexistent/cache");
+/// let cache = hami_e2e_k8s::local::bincache::BinaryCache::new("/nonexistent/cache");
 /// let release = HamiRelease::find(None).unwrap();
 /// let inputs = SchedulerInputs::new().source("/no/such/HAMi");
 /// let first = find_hami_scheduler_once_with(&cache, &release, &inputs).await.unwrap_err();
@@ -1248,7 +1248,7 @@ fn io_error<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Er
 /// # async fn f() -> hami_e2e_helm::Result<()> {
 /// use hami_e2e_helm::binaries::{hami_scheduler_from_source, BinarySource};
 ///
-/// let cache = hami_e2e_k8s::bincache::BinaryCache::default();
+/// let cache = hami_e2e_k8s::local::bincache::BinaryCache::default();
 /// let scheduler = hami_scheduler_from_source(&cache, "/src/HAMi".as_ref(), "go".as_ref()).await?;
 /// assert!(matches!(scheduler.source, BinarySource::Source { .. }));
 /// println!("{} {}", scheduler.version, scheduler.source); // v2.10.0 built from the checkout /src/HAMi at 4707fb02 (+3 uncommitted)
@@ -1427,7 +1427,7 @@ fn tail_of_file(path: &Path, lines: usize) -> String {
 /// # async fn f() -> hami_e2e_helm::Result<()> {
 /// use hami_e2e_helm::binaries::{hami_module_dir, HamiRelease};
 ///
-/// let cache = hami_e2e_k8s::bincache::BinaryCache::default();
+/// let cache = hami_e2e_k8s::local::bincache::BinaryCache::default();
 /// let dir = hami_module_dir(&cache, &HamiRelease::from_env()?).await?;
 /// assert!(dir.join("charts/hami/Chart.yaml").is_file());
 /// # Ok(()) }
@@ -1493,7 +1493,7 @@ pub fn helm_module() -> GoModule {
 ///
 /// ```no_run
 /// # async fn f() -> hami_e2e_helm::Result<()> {
-/// let helm = hami_e2e_helm::binaries::helm(&hami_e2e_k8s::bincache::BinaryCache::default()).await?;
+/// let helm = hami_e2e_helm::binaries::helm(&hami_e2e_k8s::local::bincache::BinaryCache::default()).await?;
 /// println!("helm {} ({})", helm.version, helm.source);
 /// # Ok(()) }
 /// ```
@@ -1518,7 +1518,7 @@ pub async fn helm(cache: &BinaryCache) -> Result<HelmBinary> {
 /// # async fn f() -> hami_e2e_helm::Result<()> {
 /// use hami_e2e_helm::binaries::{helm_from, pinned_helm_version, BinarySource};
 ///
-/// let cache = hami_e2e_k8s::bincache::BinaryCache::default();
+/// let cache = hami_e2e_k8s::local::bincache::BinaryCache::default();
 /// // No HAMI_E2E_HELM and an empty PATH: the pinned helm is built.
 /// let helm = helm_from(&cache, None, None).await?;
 /// assert!(matches!(helm.source, BinarySource::Built { .. }));

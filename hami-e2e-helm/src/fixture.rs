@@ -207,12 +207,12 @@ impl Fixture for HelmReleaseFixture {
         let s = &self.spec;
         let release = HelmRelease::new(
             &s.helm,
-            cluster.kubeconfig(),
+            cluster.access().clone(),
             &s.name,
             &s.namespace,
             s.chart.clone(),
         )
-        .context(cluster.context().map(str::to_string))
+        .with_client(cluster.client())
         .timeout(s.timeout);
         // A failed install removes what it made itself, and never touches a release that
         // was there before.
@@ -237,9 +237,8 @@ impl Fixture for HelmReleaseFixture {
     }
 
     async fn teardown(&self, release: &HelmRelease, _ctx: &TeardownContext) -> Result<(), Failure> {
-        // The cluster is torn down after this fixture (reverse order of set-up), so its
-        // client is still good; but the fixture context is gone: reconnect from the
-        // kubeconfig the release uses.
+        // The cluster is torn down after this fixture (reverse order of set-up), so the
+        // run's client the release keeps is still good.
         let client = release.client().await?;
         let uninstalled = release.uninstall(client.clone(), self.spec.timeout).await;
         // Also after a failed uninstall: the annotations are HAMi's leftovers either way.

@@ -38,7 +38,7 @@ use hami_e2e_core::{
 };
 use hami_e2e_devices::{DeviceBackend, DeviceRegistry, FakeDeviceAgent, FakeDevices};
 use hami_e2e_k8s::local::{LocalCluster, NodeSpec};
-use hami_e2e_k8s::{Cluster, ClusterFixture, wait};
+use hami_e2e_k8s::{Cluster, ClusterFixture, RunCluster, wait};
 use k8s_openapi::api::core::v1::Node;
 use kube::Api;
 use serde::{Deserialize, Serialize};
@@ -341,8 +341,8 @@ pub fn owned_requirement() -> Requirement {
 }
 
 fn shared_file() -> Option<PathBuf> {
-    hami_e2e_k8s::shared::nextest_run_id()
-        .map(|run| hami_e2e_k8s::shared::shared_dir(&run).join(SHARED_HAMI_FILE))
+    hami_e2e_k8s::local::shared::nextest_run_id()
+        .map(|run| hami_e2e_k8s::local::shared::shared_dir(&run).join(SHARED_HAMI_FILE))
 }
 
 fn read_published() -> Result<Published, String> {
@@ -503,7 +503,7 @@ pub struct Hami {
     agent: FakeDeviceAgent,
     client: kube::Client,
     registry: Arc<DeviceRegistry>,
-    cluster: Arc<Cluster>,
+    cluster: Arc<RunCluster>,
     /// The run's artifacts folder, where teardown leaves HAMi's logs.
     artifacts: Option<PathBuf>,
 }

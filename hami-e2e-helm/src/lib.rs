@@ -54,7 +54,7 @@
 //! let helm = hami_e2e_helm::binaries::helm(&Default::default()).await?;
 //! let mut values = HamiValues::default();
 //! values.gpu_scheduler_policy = Some(SchedulerPolicy::Spread);
-//! let release = HelmRelease::new(helm.path, cluster.kubeconfig(), "hami", "hami-system", Chart::package("hami-2.10.0.tgz"));
+//! let release = HelmRelease::new(helm.path, cluster.access().clone(), "hami", "hami-system", Chart::package("hami-2.10.0.tgz"));
 //! release.install(&values.to_values("2.10.0")?).await?;
 //! values.gpu_scheduler_policy = Some(SchedulerPolicy::Binpack);
 //! release.upgrade(None, &values.to_values("2.10.0")?, true).await?;

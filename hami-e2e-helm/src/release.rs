@@ -3,13 +3,14 @@
 //!
 //! Values are written to a file and passed with `--values`, never interpolated into a
 //! command line or a shell (there is no shell: `helm` is run directly). Every command gets
-//! the kubeconfig with `--kubeconfig` and a timeout.
+//! the cluster's kubeconfig with `--kubeconfig` (and `--kube-context`), unless it runs
+//! in-cluster, and a timeout.
 //!
 //! ```no_run
 //! # async fn f(cluster: &hami_e2e_k8s::Cluster, helm: std::path::PathBuf) -> hami_e2e_helm::Result<()> {
 //! use hami_e2e_helm::{Chart, HelmRelease};
 //!
-//! let release = HelmRelease::new(helm, cluster.kubeconfig(), "hami", "hami-system", Chart::dir("charts/hami"));
+//! let release = HelmRelease::new(helm, cluster.access().clone(), "hami", "hami-system", Chart::dir("charts/hami"));
 //! release.install(&serde_json::json!({"scheduler": {"leaderElect": false}})).await?;
 //! release.wait_ready(cluster.client(), std::time::Duration::from_secs(300)).await?;
 //! let status = release.status().await?;
@@ -29,6 +30,8 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Api;
 use serde::Deserialize;
+
+use hami_e2e_k8s::ClusterAccess;
 
 use crate::error::{Error, Result};
 
@@ -175,11 +178,13 @@ pub struct Revision {
 }
 
 /// A Helm release of a chart in a namespace, driven by the `helm` CLI.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct HelmRelease {
     helm: PathBuf,
-    kubeconfig: PathBuf,
-    context: Option<String>,
+    access: ClusterAccess,
+    /// The client of the cluster the release was made with, if given: used instead of a new
+    /// one from `access`.
+    client: Option<kube::Client>,
     name: String,
     namespace: String,
     chart: Chart,
@@ -188,24 +193,38 @@ pub struct HelmRelease {
     created_namespace: Arc<AtomicBool>,
 }
 
+impl std::fmt::Debug for HelmRelease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HelmRelease")
+            .field("helm", &self.helm)
+            .field("access", &self.access)
+            .field("name", &self.name)
+            .field("namespace", &self.namespace)
+            .field("chart", &self.chart)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
 impl HelmRelease {
     /// A release `name` of `chart` in `namespace` (created by `install`), driven by the
-    /// `helm` binary against the cluster of `kubeconfig`.
+    /// `helm` binary against the cluster reached through `access` (a kubeconfig path
+    /// converts into one; see [`ClusterAccess`]).
     pub fn new(
         helm: impl Into<PathBuf>,
-        kubeconfig: &Path,
+        access: impl Into<ClusterAccess>,
         name: impl Into<String>,
         namespace: impl Into<String>,
         chart: Chart,
     ) -> Self {
         Self {
             helm: helm.into(),
-            kubeconfig: kubeconfig.to_path_buf(),
+            access: access.into(),
+            client: None,
             name: name.into(),
             namespace: namespace.into(),
             chart,
             timeout: Duration::from_secs(600),
-            context: None,
             created_namespace: Arc::default(),
         }
     }
@@ -213,8 +232,21 @@ impl HelmRelease {
     /// The kubeconfig context to use (`--kube-context`); its current context by default.
     #[must_use]
     pub fn context(mut self, context: Option<String>) -> Self {
-        self.context = context;
+        self.access = self.access.with_context(context);
         self
+    }
+
+    /// The client to use for the release's cluster (the run's, so that teardown needs no new
+    /// connection); without one, [`client`](Self::client) connects through the access.
+    #[must_use]
+    pub fn with_client(mut self, client: kube::Client) -> Self {
+        self.client = Some(client);
+        self
+    }
+
+    /// How the release's cluster is reached.
+    pub fn access(&self) -> &ClusterAccess {
+        &self.access
     }
 
     /// How long `install`, `upgrade` and `rollback` may take with `--wait` (default 10 min).
@@ -224,23 +256,18 @@ impl HelmRelease {
         self
     }
 
-    /// A client for the release's cluster, from its kubeconfig.
+    /// A client for the release's cluster: the one given with
+    /// [`with_client`](Self::with_client), else a new one through its access.
     ///
     /// # Errors
     ///
-    /// [`Error::K8s`] naming the kubeconfig when it cannot be loaded.
+    /// [`Error::K8s`] naming the kubeconfig (or the in-cluster service account) when it
+    /// cannot be loaded.
     pub async fn client(&self) -> Result<kube::Client> {
-        if self.kubeconfig.as_os_str().is_empty() {
-            let config = kube::Config::incluster().map_err(|e| Error::Invalid {
-                what: "in-cluster configuration".into(),
-                message: e.to_string(),
-            })?;
-            return kube::Client::try_from(config).map_err(|e| Error::Invalid {
-                what: "in-cluster configuration".into(),
-                message: e.to_string(),
-            });
+        match &self.client {
+            Some(client) => Ok(client.clone()),
+            None => Ok(self.access.client().await?),
         }
-        Ok(hami_e2e_k8s::client_from_kubeconfig(&self.kubeconfig, self.context.as_deref()).await?)
     }
 
     /// The release's name.
@@ -261,12 +288,12 @@ impl HelmRelease {
     /// Runs `helm` with `args` plus the kubeconfig and namespace flags; returns stdout.
     async fn helm(&self, args: &[String], timeout: Duration) -> Result<String> {
         let mut full: Vec<String> = args.to_vec();
-        // No kubeconfig (in-cluster): Helm uses the pod's service account.
-        if !self.kubeconfig.as_os_str().is_empty() {
-            full.extend(["--kubeconfig".into(), self.kubeconfig.display().to_string()]);
-        }
-        if let Some(c) = &self.context {
-            full.extend(["--kube-context".into(), c.clone()]);
+        // In-cluster, Helm uses the pod's service account by itself.
+        if let ClusterAccess::Kubeconfig { path, context } = &self.access {
+            full.extend(["--kubeconfig".into(), path.display().to_string()]);
+            if let Some(c) = context {
+                full.extend(["--kube-context".into(), c.clone()]);
+            }
         }
         full.extend(["--namespace".into(), self.namespace.clone()]);
         run_helm(&self.helm, &full, timeout).await

@@ -16,7 +16,7 @@ use hami_e2e_helm::binaries::{
     self, BinarySource, FindSchedulerError, HAMI_SCHEDULER_ENV, HAMI_SOURCE_ENV, HAMI_VERSION_ENV,
     HELM_ENV, HamiCheckout, HamiRelease, SchedulerInputs, pinned_helm_version,
 };
-use hami_e2e_k8s::bincache::BinaryCache;
+use hami_e2e_k8s::local::bincache::BinaryCache;
 
 /// Runs `binary args`, asserts success, returns stdout and stderr together.
 fn run(binary: &Path, args: &[&str]) -> String {

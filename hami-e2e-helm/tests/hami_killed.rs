@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use hami_e2e_helm::binaries::{HamiRelease, find_hami_scheduler_once};
 use hami_e2e_helm::hami::default_local_options;
 use hami_e2e_helm::local::{HAMI_KUBE_SCHEDULER_PROCESS, HAMI_PROCESS, LocalHami};
-use hami_e2e_k8s::bincache::BinaryCache;
 use hami_e2e_k8s::local::LocalCluster;
+use hami_e2e_k8s::local::bincache::BinaryCache;
 
 /// Set for the process that is started to be killed.
 const TO_KILL: &str = "HAMI_E2E_HAMI_RUN_TO_KILL";

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use hami_e2e_helm::{Chart, HamiValues, HelmRelease, SchedulerPolicy};
-use hami_e2e_k8s::bincache::BinaryCache;
+use hami_e2e_k8s::local::bincache::BinaryCache;
 use hami_e2e_k8s::local::{LocalCluster, LocalClusterOptions, NodeSpec};
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;

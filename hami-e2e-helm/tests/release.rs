@@ -12,7 +12,7 @@ use hami_e2e_core::{RunConfig, Runner, ensure, scenario};
 use hami_e2e_helm::{
     Chart, Error, FAKE_DEVICES_LABEL, HelmRelease, HelmReleaseFixture, HelmReleaseSpec,
 };
-use hami_e2e_k8s::bincache::BinaryCache;
+use hami_e2e_k8s::local::bincache::BinaryCache;
 use hami_e2e_k8s::local::{LocalCluster, LocalClusterOptions, NodeSpec};
 use hami_e2e_k8s::{ClusterFixture, ClusterSource};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -255,10 +255,10 @@ async fn the_fixture_installs_once_and_cleans_up_after_the_run() {
         .timeout(WAIT);
     let revisions: Arc<Mutex<Vec<u32>>> = Arc::default();
     let mut runner = Runner::new()
-        .fixture(ClusterFixture::new(ClusterSource::Kubeconfig {
-            path: local.kubeconfig().to_path_buf(),
-            context: None,
-        }))
+        .fixture(ClusterFixture::new(ClusterSource::kubeconfig(
+            local.kubeconfig().to_path_buf(),
+            None,
+        )))
         .fixture(HelmReleaseFixture::new(spec));
     runner = runner.scenario(scenario("uses/and-fails").run(|ctx| async move {
         ctx.fixture::<HelmReleaseFixture>().await?;

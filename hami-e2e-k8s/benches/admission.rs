@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use hami_e2e_core::admission::StorePool;
 use hami_e2e_core::{Demand, PoolDevice};
-use hami_e2e_k8s::admission::ClusterAdmission;
-use hami_e2e_k8s::ledger::RunLease;
+use hami_e2e_k8s::cleanup::admission::ClusterAdmission;
+use hami_e2e_k8s::cleanup::run_lease::RunLease;
 use hami_e2e_k8s::local::{LocalCluster, LocalClusterOptions};
 
 const ROUNDS: usize = 100;

@@ -11,7 +11,7 @@
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
-use hami_e2e_k8s::bincache::{BinaryCache, KubernetesRelease};
+use hami_e2e_k8s::local::bincache::{BinaryCache, KubernetesRelease};
 use hami_e2e_k8s::local::{LocalCluster, LocalClusterOptions, NodeSpec};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};

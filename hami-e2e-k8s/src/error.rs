@@ -52,6 +52,7 @@ pub enum Error {
         source: std::io::Error,
     },
     /// The local cluster's certificates could not be generated.
+    #[cfg(feature = "local")]
     #[error("cannot generate the local cluster's {what}")]
     Pki {
         /// Which key or certificate.
@@ -178,7 +179,7 @@ pub enum Error {
         message: String,
     },
     /// Admission through the cluster's ConfigMap failed (see
-    /// [`admission`](crate::admission)).
+    /// [`admission`](crate::cleanup::admission)).
     #[error(transparent)]
     Admission(Box<hami_e2e_core::Error>),
 }
@@ -221,13 +222,16 @@ pub fn is_transient_kube(e: &kube::Error) -> bool {
 /// assert!(Failure::from(busy).is_transient());
 /// ```
 pub fn register_transient_errors() {
-    hami_e2e_core::register_transient_classifier(|e| {
-        if let Some(e) = e.downcast_ref::<Error>() {
-            return e.is_transient();
-        }
-        if let Some(e) = e.downcast_ref::<kube::Error>() {
-            return is_transient_kube(e);
-        }
-        false
-    });
+    hami_e2e_core::register_transient_classifier(classify_transient);
+}
+
+/// This crate's errors and kube's, as the runner's retries see them.
+fn classify_transient(e: &(dyn std::error::Error + 'static)) -> bool {
+    if let Some(e) = e.downcast_ref::<Error>() {
+        return e.is_transient();
+    }
+    if let Some(e) = e.downcast_ref::<kube::Error>() {
+        return is_transient_kube(e);
+    }
+    false
 }

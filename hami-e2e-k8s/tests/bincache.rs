@@ -5,7 +5,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use hami_e2e_k8s::bincache::{BinaryCache, KubernetesRelease};
+use hami_e2e_k8s::local::bincache::{BinaryCache, KubernetesRelease};
 
 fn version_of(binary: &std::path::Path) -> String {
     let out = Command::new(binary)

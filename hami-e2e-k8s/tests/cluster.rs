@@ -13,10 +13,7 @@ fn temp_file(name: &str, content: &str) -> PathBuf {
 }
 
 async fn connect_err(path: PathBuf, context: Option<&str>) -> String {
-    let source = ClusterSource::Kubeconfig {
-        path: path.clone(),
-        context: context.map(str::to_string),
-    };
+    let source = ClusterSource::kubeconfig(path.clone(), context.map(str::to_string));
     let err = Cluster::connect(source)
         .await
         .expect_err("must fail")
@@ -98,10 +95,10 @@ async fn a_local_clusters_kubeconfig_connects_and_wrong_credentials_are_refused(
     let local = LocalCluster::start(LocalClusterOptions::default())
         .await
         .unwrap();
-    let cluster = Cluster::connect(ClusterSource::Kubeconfig {
-        path: local.kubeconfig().to_path_buf(),
-        context: None,
-    })
+    let cluster = Cluster::connect(ClusterSource::kubeconfig(
+        local.kubeconfig().to_path_buf(),
+        None,
+    ))
     .await
     .unwrap();
     assert!(cluster.local().is_none());

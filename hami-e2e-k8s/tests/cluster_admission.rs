@@ -12,9 +12,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hami_e2e_core::admission::StorePool;
 use hami_e2e_core::{Demand, PoolDevice};
-use hami_e2e_k8s::admission::{ADMISSION_CONFIGMAP, ClusterAdmission};
-use hami_e2e_k8s::ledger::{LEASE_NAMESPACE, RunLease, reap};
+use hami_e2e_k8s::cleanup::admission::{ADMISSION_CONFIGMAP, ClusterAdmission};
+use hami_e2e_k8s::cleanup::lease::LEASE_NAMESPACE;
 use hami_e2e_k8s::local::{LocalCluster, LocalClusterOptions};
+use hami_e2e_k8s::{RunLease, reap};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 

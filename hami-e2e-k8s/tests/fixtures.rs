@@ -66,10 +66,10 @@ fn config(artifacts: &str) -> RunConfig {
 
 fn runner(cluster: &LocalCluster, options: NamespaceOptions) -> Runner {
     Runner::new()
-        .fixture(ClusterFixture::new(ClusterSource::Kubeconfig {
-            path: cluster.kubeconfig().to_path_buf(),
-            context: None,
-        }))
+        .fixture(ClusterFixture::new(ClusterSource::kubeconfig(
+            cluster.kubeconfig().to_path_buf(),
+            None,
+        )))
         .fixture(NamespaceFixture::new(options))
 }
 
@@ -587,10 +587,10 @@ async fn the_sweeper_removes_leftovers_only() {
 #[tokio::test(flavor = "multi_thread")]
 async fn discovery_reports_version_nodes_and_groups() {
     let local = local(false).await;
-    let cluster = Cluster::connect(ClusterSource::Kubeconfig {
-        path: local.kubeconfig().to_path_buf(),
-        context: None,
-    })
+    let cluster = Cluster::connect(ClusterSource::kubeconfig(
+        local.kubeconfig().to_path_buf(),
+        None,
+    ))
     .await
     .unwrap();
     let info = cluster.discover().await.unwrap();

@@ -16,13 +16,14 @@ use std::time::{Duration, Instant};
 
 use hami_e2e_core::admission::process_start_time;
 use hami_e2e_core::{RunConfig, Runner, scenario};
-use hami_e2e_k8s::ledger::{
+use hami_e2e_k8s::cleanup::lease::{
     HOLDER_HOST_ANNOTATION, HOLDER_PID_ANNOTATION, HOLDER_PID_NAMESPACE_ANNOTATION,
-    HOLDER_START_ANNOTATION, LEASE_NAMESPACE, ReapReport, RunLease, is_expired, lease_name, reap,
-    reap_except,
+    HOLDER_START_ANNOTATION, LEASE_NAMESPACE, is_expired, lease_name,
 };
+use hami_e2e_k8s::cleanup::node_changes::RECORD_ANNOTATION_PREFIX;
+use hami_e2e_k8s::cleanup::reaper::{ReapReport, reap, reap_except};
+use hami_e2e_k8s::cleanup::run_lease::RunLease;
 use hami_e2e_k8s::local::{LocalCluster, LocalClusterOptions, NodeSpec};
-use hami_e2e_k8s::node_changes::RECORD_ANNOTATION_PREFIX;
 use hami_e2e_k8s::{
     ClusterFixture, ClusterSource, MANAGED_BY, MANAGED_BY_LABEL, NamespaceFixture,
     NamespaceOptions, NodeChangesFixture, PodBuilder, RUN_LABEL, wait,
@@ -78,11 +79,8 @@ async fn killed_run() {
     config.human_output = false;
     let _ = Runner::new()
         .fixture(
-            ClusterFixture::new(ClusterSource::Kubeconfig {
-                path: kubeconfig.into(),
-                context: None,
-            })
-            .lease(Some(Duration::from_secs(600))),
+            ClusterFixture::new(ClusterSource::kubeconfig(kubeconfig, None))
+                .lease(Some(Duration::from_secs(600))),
         )
         .fixture(NamespaceFixture::new(NamespaceOptions::default()))
         .fixture(NodeChangesFixture)
@@ -187,10 +185,10 @@ async fn a_killed_runs_leftovers_are_reaped_by_the_next_run() {
     let reaped: Arc<Mutex<Option<ReapReport>>> = Arc::default();
     let seen = Arc::clone(&reaped);
     let runner = Runner::new()
-        .fixture(ClusterFixture::new(ClusterSource::Kubeconfig {
-            path: local.kubeconfig().to_path_buf(),
-            context: None,
-        }))
+        .fixture(ClusterFixture::new(ClusterSource::kubeconfig(
+            local.kubeconfig().to_path_buf(),
+            None,
+        )))
         .scenario(scenario("ledger/next-run").run(move |ctx| {
             let seen = Arc::clone(&seen);
             async move {

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use hami_e2e_k8s::bincache::{KUBERNETES_RELEASES, KubernetesRelease};
+use hami_e2e_k8s::local::bincache::{KUBERNETES_RELEASES, KubernetesRelease};
 use hami_e2e_k8s::local::{Component, LocalCluster, LocalClusterOptions, NodeSpec};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{

@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use hami_e2e_core::{Failure, RunConfig, Runner, scenario};
-use hami_e2e_k8s::ledger::RunLease;
+use hami_e2e_k8s::cleanup::node_changes::{ChangeRecord, record_annotation};
+use hami_e2e_k8s::cleanup::run_lease::RunLease;
 use hami_e2e_k8s::local::{LocalCluster, LocalClusterOptions, NodeSpec};
-use hami_e2e_k8s::node_changes::{ChangeRecord, record_annotation};
 use hami_e2e_k8s::{
     ClusterFixture, ClusterSource, Error, NodeChanges, NodeChangesFixture, SweepOptions, sweep,
     wait,
@@ -264,10 +264,10 @@ async fn the_fixture_and_the_sweeper_undo_what_scenarios_changed() {
 
     // The fixture's teardown undoes a failed and a panicking scenario's changes.
     let runner = Runner::new()
-        .fixture(ClusterFixture::new(ClusterSource::Kubeconfig {
-            path: local.kubeconfig().to_path_buf(),
-            context: None,
-        }))
+        .fixture(ClusterFixture::new(ClusterSource::kubeconfig(
+            local.kubeconfig().to_path_buf(),
+            None,
+        )))
         .fixture(NodeChangesFixture)
         .scenario(scenario("fixture/fails").run(|ctx| async move {
             let nodes = ctx.fixture::<NodeChangesFixture>().await?;

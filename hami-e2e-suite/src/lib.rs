@@ -307,10 +307,10 @@ impl Suite {
     reason = "the companion's start yields the future that stops it, by design"
 )]
 pub fn supervise_if_asked() -> bool {
-    let hami: hami_e2e_k8s::shared::Companion = Box::new(|cluster, dir| {
+    let hami: hami_e2e_k8s::local::shared::Companion = Box::new(|cluster, dir| {
         Box::pin(async move {
             let hami = hami_e2e_helm::hami::start_for_shared_cluster(&cluster, &dir).await;
-            let stop: hami_e2e_k8s::shared::CompanionStop = Box::pin(async move {
+            let stop: hami_e2e_k8s::local::shared::CompanionStop = Box::pin(async move {
                 if let Some(hami) = hami
                     && let Err(e) = hami.stop(&cluster).await
                 {
@@ -320,7 +320,7 @@ pub fn supervise_if_asked() -> bool {
             stop
         })
     });
-    hami_e2e_k8s::shared::supervise_if_asked_with(
+    hami_e2e_k8s::local::shared::supervise_if_asked_with(
         || match cluster_source(&ClusterArgs::default()) {
             ClusterSource::Local(options) => options,
             _ => hami_e2e_k8s::local::LocalClusterOptions::default(),

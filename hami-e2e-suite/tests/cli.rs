@@ -111,7 +111,7 @@ async fn run_list_and_sweep_against_a_users_cluster() {
     );
     let admission =
         Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(local.client(), "default")
-            .get_opt(hami_e2e_k8s::admission::ADMISSION_CONFIGMAP)
+            .get_opt(hami_e2e_k8s::cleanup::admission::ADMISSION_CONFIGMAP)
             .await
             .unwrap();
     assert!(admission.is_none(), "{admission:?}");

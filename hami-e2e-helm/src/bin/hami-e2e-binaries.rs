@@ -21,7 +21,7 @@ use std::process::ExitCode;
 
 use hami_e2e_core::Failure;
 use hami_e2e_helm::binaries::{self, BinarySource, FindSchedulerError, HAMI_RELEASES, HamiRelease};
-use hami_e2e_k8s::bincache::BinaryCache;
+use hami_e2e_k8s::local::bincache::BinaryCache;
 
 const USAGE: &str = "usage: hami-e2e-binaries build [--all-releases] | helm";
 

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
-use hami_e2e_k8s::bincache::{BinaryCache, KubernetesRelease};
+use hami_e2e_k8s::local::bincache::{BinaryCache, KubernetesRelease};
 use hami_e2e_k8s::local::{LocalCluster, LocalClusterOptions, NodeSpec};
 
 /// The local Kubernetes cluster of hami-e2e (real control plane, KWOK nodes).

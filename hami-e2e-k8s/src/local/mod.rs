@@ -1,6 +1,8 @@
 //! The local cluster: a real Kubernetes control plane (etcd, kube-apiserver,
 //! kube-controller-manager, kube-scheduler) whose nodes are simulated by KWOK, started as
-//! child processes on loopback from the binaries of [`crate::bincache`].
+//! child processes on loopback from the binaries of [`bincache`] (built from the Go modules pinned in this
+//! folder's `go/`, into a cache outside the repository). [`shared`] shares one local
+//! cluster between the processes of a nextest run.
 //!
 //! Everything runs in a temporary folder with its own certificates and an admin
 //! kubeconfig; every component listens on a free port of 127.0.0.1. Start-up waits on the
@@ -22,10 +24,12 @@
 //! # Ok(()) }
 //! ```
 
+pub mod bincache;
 mod fixture;
 mod node;
 mod pki;
 mod process;
+pub mod shared;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -41,10 +45,13 @@ use tracing::instrument::WithSubscriber;
 
 pub use fixture::LocalClusterFixture;
 pub use node::{KWOK_NODE_ANNOTATION, NodeSpec};
-pub(crate) use process::{is_alive as process_is_alive, log_tail};
+pub(crate) use process::log_tail;
 
-use crate::bincache::{BinaryCache, KubernetesRelease};
 use crate::error::{Error, Result};
+use crate::local::bincache::{BinaryCache, KubernetesRelease};
+use crate::toolkit::access::client_from_kubeconfig;
+use crate::toolkit::host::process_is_alive;
+use crate::toolkit::wait;
 use process::Process;
 
 /// The local cluster's processes, in start order.
@@ -423,7 +430,7 @@ fn make_dir() -> Result<PathBuf> {
                 continue;
             };
             let owner = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
-            if owner.is_some_and(|pid| !process::is_alive(pid)) {
+            if owner.is_some_and(|pid| !process_is_alive(pid)) {
                 let stopped = stop_recorded(&entry.path());
                 if !stopped.is_empty() {
                     tracing::warn!(dir = %entry.path().display(), ?stopped, "stopped components a dead process left running");
@@ -540,8 +547,8 @@ impl LocalCluster {
 
     async fn try_start(
         options: &LocalClusterOptions,
-        k8s: &crate::bincache::KubernetesBinaries,
-        kwok: &crate::bincache::KwokBinaries,
+        k8s: &crate::local::bincache::KubernetesBinaries,
+        kwok: &crate::local::bincache::KwokBinaries,
     ) -> Result<LocalCluster> {
         let dir = make_dir()?;
         // From here on, dropping `cluster` stops what was started and removes `dir`.
@@ -550,7 +557,7 @@ impl LocalCluster {
         let server = format!("https://127.0.0.1:{}", ports.apiserver);
         let kubeconfig = dir.join("kubeconfig");
         write(&kubeconfig, &pki::kubeconfig(&pki, &server))?;
-        let client = crate::client_from_kubeconfig(&kubeconfig, None).await?;
+        let client = client_from_kubeconfig(&kubeconfig, None).await?;
         let cluster = LocalCluster {
             dir: dir.clone(),
             kubeconfig: kubeconfig.clone(),
@@ -857,7 +864,7 @@ impl LocalCluster {
             })?;
         let started = Instant::now();
         let ready = await_condition(api, spec.name(), |n: Option<&Node>| {
-            n.is_some_and(crate::wait::node_is_ready)
+            n.is_some_and(wait::node_is_ready)
         });
         match tokio::time::timeout(self.start_timeout, ready).await {
             Ok(Ok(Some(node))) => {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use hami_e2e_core::admission::process_start_time;
 
 use crate::error::{Error, Result};
+use crate::toolkit::host::process_is_alive;
 
 /// A component of the local cluster, running or stopped.
 #[derive(Debug)]
@@ -100,22 +101,10 @@ fn signal_group(pid: u32, signal: libc::c_int) {
     }
 }
 
-/// Whether a process with this pid exists (and is not a zombie).
-pub(crate) fn is_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // Field 3, after the parenthesised command name, is the state; Z is a zombie.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => false,
-    }
-}
-
 /// Stops the process group of `pid` (SIGKILL) if `pid` is still the process that started at
 /// `start`. Returns whether it was.
 pub(crate) fn kill_if_same(pid: u32, start: u64) -> bool {
-    if process_start_time(pid) != Some(start) || !is_alive(pid) {
+    if process_start_time(pid) != Some(start) || !process_is_alive(pid) {
         return false;
     }
     signal_group(pid, libc::SIGKILL);

@@ -2,7 +2,7 @@
 //! node itself so that they can be undone, also after `kill -9`.
 //!
 //! A scenario that labels or annotates a node goes through [`NodeChanges`] (or the
-//! scenario-scoped [`NodeChangesFixture`]). Before a key is changed for the first time in a
+//! scenario-scoped [`NodeChangesFixture`](crate::NodeChangesFixture)). Before a key is changed for the first time in a
 //! run, its original value (or its absence) is written into the node's annotation
 //! `hami-e2e.io/changes.<run id>` ([`record_annotation`]), in the same patch as the change,
 //! so a run killed right after the patch still leaves a record. A second change of the same
@@ -21,7 +21,7 @@
 //! Undo ([`NodeChanges::undo`], [`NodeChanges::undo_all`], [`undo_run`]) puts every
 //! recorded key back to its original value, or removes it if it was absent, then removes
 //! the record; nothing else on the node is touched. It is idempotent, and a node that is
-//! gone is fine. The reaper ([`reap`](crate::ledger::reap)) undoes the records of runs
+//! gone is fine. The reaper ([`reap`](crate::reap)) undoes the records of runs
 //! whose lease expired, and [`sweep`](crate::sweep()) those of runs whose lease expired or
 //! is gone (the latter once the record is older than the sweep's age).
 //!
@@ -50,7 +50,6 @@ use std::fmt;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use hami_e2e_core::{Failure, Fixture, FixtureContext, TeardownContext};
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::jiff::Timestamp;
 use kube::Api;
@@ -58,11 +57,11 @@ use kube::api::{ListParams, Patch, PatchParams};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::cluster::ClusterFixture;
+use crate::cleanup::labels::{RUN_LABEL, fnv, label_value};
+use crate::cleanup::lease::{is_expired, run_leases};
 use crate::error::{Error, Result};
-use crate::ledger::is_expired;
-use crate::namespace::{FIELD_MANAGER, RUN_LABEL, label_value};
-use crate::retry::retry_transient;
+use crate::toolkit::apply::FIELD_MANAGER;
+use crate::toolkit::retry::retry_transient;
 
 /// The prefix of the annotations that record a run's changes on a node.
 pub const RECORD_ANNOTATION_PREFIX: &str = "hami-e2e.io/changes.";
@@ -74,7 +73,7 @@ const CONFLICT_ATTEMPTS: u32 = 20;
 /// `hami-e2e.io/changes.<run label value>`, cut (with a hash) to a valid annotation key.
 ///
 /// ```
-/// use hami_e2e_k8s::node_changes::record_annotation;
+/// use hami_e2e_k8s::cleanup::node_changes::record_annotation;
 ///
 /// assert_eq!(record_annotation("20261125-154505-b19381"), "hami-e2e.io/changes.20261125-154505-b19381");
 /// let long = record_annotation(&"run".repeat(30));
@@ -88,7 +87,7 @@ pub fn record_annotation(run_id: &str) -> String {
     let run = if run.len() <= ROOM {
         run
     } else {
-        let hash = format!("{:08x}", crate::namespace::fnv(run.as_bytes()) as u32);
+        let hash = format!("{:08x}", fnv(run.as_bytes()) as u32);
         let head =
             run[..ROOM - hash.len() - 1].trim_end_matches(|c: char| !c.is_ascii_alphanumeric());
         format!("{head}-{hash}")
@@ -176,7 +175,7 @@ impl ChangeRecord {
     /// The record as the annotation's value.
     ///
     /// ```
-    /// use hami_e2e_k8s::node_changes::{ChangeRecord, record_annotation};
+    /// use hami_e2e_k8s::cleanup::node_changes::{ChangeRecord, record_annotation};
     ///
     /// let record = ChangeRecord::new("run-1", "2026-11-25T12:00:00Z".parse().unwrap());
     /// let text = record.encode();
@@ -527,7 +526,7 @@ pub(crate) async fn undo_abandoned(
     older_than: Duration,
     except_run: Option<&str>,
 ) -> Result<Vec<String>> {
-    let leases = crate::ledger::run_leases(client).await?;
+    let leases = run_leases(client).await?;
     let now = Timestamp::now();
     // Run label value -> whether its lease expired.
     let expired: BTreeMap<String, bool> = leases
@@ -719,32 +718,6 @@ impl NodeChanges {
     /// As [`undo_run`].
     pub async fn undo_all(&self) -> Result<Vec<String>> {
         undo_run(&self.client, &self.run).await
-    }
-}
-
-/// A scenario's [`NodeChanges`], in the run's [`ClusterFixture`] (which must be
-/// registered): its teardown undoes the scenario's changes whatever the outcome (success,
-/// failure, panic, timeout). A run killed before that leaves records the next run's
-/// reaper undoes.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NodeChangesFixture;
-
-impl Fixture for NodeChangesFixture {
-    type Output = NodeChanges;
-
-    fn name(&self) -> String {
-        "node changes".into()
-    }
-
-    async fn setup(&self, ctx: &FixtureContext) -> Result<NodeChanges, Failure> {
-        let cluster = ctx.fixture::<ClusterFixture>().await?;
-        let scenario = ctx.scenario().unwrap_or("run");
-        Ok(NodeChanges::new(&cluster.client(), ctx.run_id(), scenario))
-    }
-
-    async fn teardown(&self, changes: &NodeChanges, _ctx: &TeardownContext) -> Result<(), Failure> {
-        changes.undo().await?;
-        Ok(())
     }
 }
 

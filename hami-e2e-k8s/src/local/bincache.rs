@@ -41,20 +41,20 @@ pub struct KubernetesRelease {
 /// The Kubernetes releases pinned in `go/`, newest first. The first is the default.
 pub const KUBERNETES_RELEASES: &[KubernetesRelease] = &[
     KubernetesRelease {
-        go_mod: include_str!("../../go/kubernetes-1.37/go.mod"),
-        go_sum: include_str!("../../go/kubernetes-1.37/go.sum"),
-        tools_go: include_str!("../../go/kubernetes-1.37/tools.go"),
+        go_mod: include_str!("go/kubernetes-1.37/go.mod"),
+        go_sum: include_str!("go/kubernetes-1.37/go.sum"),
+        tools_go: include_str!("go/kubernetes-1.37/tools.go"),
     },
     KubernetesRelease {
-        go_mod: include_str!("../../go/kubernetes-1.36/go.mod"),
-        go_sum: include_str!("../../go/kubernetes-1.36/go.sum"),
-        tools_go: include_str!("../../go/kubernetes-1.36/tools.go"),
+        go_mod: include_str!("go/kubernetes-1.36/go.mod"),
+        go_sum: include_str!("go/kubernetes-1.36/go.sum"),
+        tools_go: include_str!("go/kubernetes-1.36/tools.go"),
     },
 ];
 
-const KWOK_GO_MOD: &str = include_str!("../../go/kwok/go.mod");
-const KWOK_GO_SUM: &str = include_str!("../../go/kwok/go.sum");
-const KWOK_TOOLS_GO: &str = include_str!("../../go/kwok/tools.go");
+const KWOK_GO_MOD: &str = include_str!("go/kwok/go.mod");
+const KWOK_GO_SUM: &str = include_str!("go/kwok/go.sum");
+const KWOK_TOOLS_GO: &str = include_str!("go/kwok/tools.go");
 
 /// The KWOK stages the local cluster loads (kwokctl's defaults for the binary runtime).
 const KWOK_STAGES: &[&str] = &[
@@ -72,8 +72,8 @@ const KWOK_STAGES: &[&str] = &[
 ///
 /// ```
 /// let go_mod = "module x\n\nrequire (\n\tk8s.io/kubernetes v1.37.2\n\tgo.etcd.io/etcd/server/v3 v3.7.0 // indirect\n)\n";
-/// assert_eq!(hami_e2e_k8s::bincache::required_version(go_mod, "go.etcd.io/etcd/server/v3"), Some("v3.7.0"));
-/// assert_eq!(hami_e2e_k8s::bincache::required_version(go_mod, "k8s.io/api"), None);
+/// assert_eq!(hami_e2e_k8s::local::bincache::required_version(go_mod, "go.etcd.io/etcd/server/v3"), Some("v3.7.0"));
+/// assert_eq!(hami_e2e_k8s::local::bincache::required_version(go_mod, "k8s.io/api"), None);
 /// ```
 pub fn required_version<'a>(go_mod: &'a str, module: &str) -> Option<&'a str> {
     go_mod.lines().find_map(|line| {
@@ -195,7 +195,7 @@ pub fn default_cache_dir() -> PathBuf {
 /// One `go build` run of a [`GoModule`]: packages, where they go, linker flags, cgo.
 ///
 /// ```
-/// use hami_e2e_k8s::bincache::GoBuild;
+/// use hami_e2e_k8s::local::bincache::GoBuild;
 ///
 /// let build = GoBuild::new(["github.com/Project-HAMi/HAMi/cmd/scheduler"], "scheduler")
 ///     .ldflags("-s -w")
@@ -266,7 +266,7 @@ impl GoBuild {
 /// [`BinaryCache::build_go`] builds it once into `bin/<component>-<version>/`.
 ///
 /// ```
-/// use hami_e2e_k8s::bincache::{GoBuild, GoModule};
+/// use hami_e2e_k8s::local::bincache::{GoBuild, GoModule};
 ///
 /// let module = GoModule::new(
 ///     "helm",
@@ -536,9 +536,9 @@ impl BinaryCache {
     ///
     /// ```no_run
     /// # async fn f(go_mod: &str, go_sum: &str, tools_go: &str) -> hami_e2e_k8s::Result<()> {
-    /// use hami_e2e_k8s::bincache::{BinaryCache, GoBuild, GoModule};
+    /// use hami_e2e_k8s::local::bincache::{BinaryCache, GoBuild, GoModule};
     ///
-    /// // The pins are usually compiled in: `include_str!("../../go/helm/go.mod")`.
+    /// // The pins are usually compiled in: `include_str!("go/helm/go.mod")`.
     /// let module = GoModule::new("helm", "v3.22.0", go_mod, go_sum, tools_go)
     /// .build(GoBuild::new(["helm.sh/helm/v3/cmd/helm"], "helm"));
     /// let dir = BinaryCache::default().build_go(&module).await?;
@@ -565,8 +565,8 @@ impl BinaryCache {
     /// chart. Builds nothing.
     ///
     /// ```no_run
-    /// # async fn f(module: hami_e2e_k8s::bincache::GoModule) -> hami_e2e_k8s::Result<()> {
-    /// use hami_e2e_k8s::bincache::BinaryCache;
+    /// # async fn f(module: hami_e2e_k8s::local::bincache::GoModule) -> hami_e2e_k8s::Result<()> {
+    /// use hami_e2e_k8s::local::bincache::BinaryCache;
     ///
     /// let hami = BinaryCache::default()
     ///     .go_module_source(&module, "github.com/Project-HAMi/HAMi")

@@ -50,7 +50,7 @@ pub fn nextest_run_id() -> Option<String> {
 pub fn shared_dir(run_id: &str) -> PathBuf {
     std::env::temp_dir()
         .join("hami-e2e-shared")
-        .join(crate::label_value(run_id))
+        .join(crate::cleanup::labels::label_value(run_id))
 }
 
 /// A process's hold on the shared cluster: renewed in the background, removed on drop.
@@ -121,7 +121,7 @@ pub async fn attach(
     let alive = std::fs::read_to_string(&pid_file)
         .ok()
         .and_then(|p| p.trim().parse::<u32>().ok())
-        .is_some_and(crate::local::process_is_alive);
+        .is_some_and(crate::toolkit::host::process_is_alive);
     if !(alive && kubeconfig.is_file()) {
         let _ = std::fs::remove_file(&kubeconfig);
         let log_path = dir.join("supervisor.log");
@@ -146,7 +146,7 @@ pub async fn attach(
         let started = Instant::now();
         // A file, not an API object: checked every 100 ms.
         while !kubeconfig.is_file() {
-            if started.elapsed() > timeout || !crate::local::process_is_alive(child.id()) {
+            if started.elapsed() > timeout || !crate::toolkit::host::process_is_alive(child.id()) {
                 return Err(Error::NotReady {
                     component: "shared cluster supervisor".into(),
                     waited: started.elapsed(),

@@ -3,7 +3,7 @@
 //!
 //! On the local cluster there are no containers: KWOK answers `exec` by running the command
 //! on the host when the cluster is started with
-//! [`LocalClusterOptions::host_exec`](crate::local::LocalClusterOptions::host_exec), and
+//! `LocalClusterOptions::host_exec` (in `local`), and
 //! `logs` with the content of a file; both go through the real API server's
 //! streaming protocol, so these functions are tested for real there.
 //!

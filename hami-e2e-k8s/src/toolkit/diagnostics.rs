@@ -22,7 +22,7 @@ use k8s_openapi::api::core::v1::{Event, Node, Pod};
 use kube::Api;
 use kube::api::ListParams;
 
-use crate::wait::{describe_pod, event_time, format_event};
+use crate::toolkit::wait::{describe_pod, event_time, format_event};
 
 /// Most log lines kept per container.
 const LOG_TAIL: i64 = 200;
@@ -128,7 +128,7 @@ async fn read_logs(
     } else {
         format!("{pod}.{container}")
     };
-    match crate::exec::logs(pods, pod, Some(container), previous, Some(LOG_TAIL)).await {
+    match crate::toolkit::exec::logs(pods, pod, Some(container), previous, Some(LOG_TAIL)).await {
         Ok(text) => d.logs.push((key, text)),
         // The API server's answer once (`no logs found for container "main" ... (400
         // BadRequest)`), not the whole chain with its debug dump.

@@ -16,8 +16,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
-use crate::namespace::FIELD_MANAGER;
-use crate::retry::retry_transient;
+use crate::toolkit::retry::retry_transient;
+
+/// The field manager of server-side apply.
+pub const FIELD_MANAGER: &str = "hami-e2e";
 
 /// Where a typed object goes: its own namespace, else `namespace`, for namespaced kinds.
 fn target_namespace<K: Resource + 'static>(object: &K, namespace: Option<&str>) -> Option<String> {

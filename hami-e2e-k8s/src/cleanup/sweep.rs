@@ -2,14 +2,14 @@
 //! cannot delete its own), selected by hami-e2e's labels and their age, never anything else.
 //!
 //! A namespace is swept when it carries `app.kubernetes.io/managed-by=hami-e2e` and a
-//! [`RUN_LABEL`](crate::RUN_LABEL), belongs to another run than the current one, is older
+//! [`RUN_LABEL`], belongs to another run than the current one, is older
 //! than the given age, is not being deleted already, and is not kept (a
 //! `hami-e2e.io/kept-until` annotation in the future, set by `--keep-namespaces`). The age
 //! keeps a sweep from deleting the namespaces of another run still going on against the same
 //! cluster.
 //!
 //! The sweep also undoes the changes earlier runs recorded on nodes (see
-//! [`node_changes`](crate::node_changes)): those of runs other than the current one whose
+//! [`node_changes`](crate::cleanup::node_changes)): those of runs other than the current one whose
 //! lease expired, or whose lease is gone and whose record is older than the given age (a
 //! run without a lease may still be going on). Nothing else on the nodes is touched.
 //!
@@ -29,9 +29,9 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::Api;
 use kube::api::{DeleteParams, ListParams};
 
+use crate::cleanup::labels::{MANAGED_BY, MANAGED_BY_LABEL, RUN_LABEL, is_kept, label_value};
 use crate::error::{Error, Result};
-use crate::namespace::{MANAGED_BY, MANAGED_BY_LABEL, RUN_LABEL, is_kept, label_value};
-use crate::retry::retry_transient;
+use crate::toolkit::retry::retry_transient;
 
 /// What [`sweep`] deletes.
 #[derive(Debug, Clone)]
@@ -141,7 +141,7 @@ pub async fn sweep(client: &kube::Client, options: &SweepOptions) -> Result<Vec<
         swept.push(name);
     }
     let except = options.except_run.as_deref();
-    match crate::node_changes::undo_abandoned(client, options.older_than, except).await {
+    match crate::cleanup::node_changes::undo_abandoned(client, options.older_than, except).await {
         Ok(restored) => {
             for r in restored {
                 tracing::info!(restored = %r, "undid an earlier run's node changes");

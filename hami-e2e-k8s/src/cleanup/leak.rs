@@ -13,8 +13,8 @@ use kube::api::{ApiResource, DynamicObject, ListParams};
 use kube::discovery::verbs;
 use kube::{Api, ResourceExt};
 
+use crate::cleanup::labels::{RUN_LABEL, SCENARIO_LABEL, label_value};
 use crate::error::{Error, Result};
-use crate::namespace::{RUN_LABEL, SCENARIO_LABEL, label_value};
 
 /// Resource types never checked: events are recorded by the cluster about our objects, and
 /// carry no labels of ours anyway; leases, endpoints and endpoint slices are derived.
@@ -31,7 +31,7 @@ const SKIPPED: &[&str] = &["events", "leases", "endpoints", "endpointslices"];
 ///
 /// Cancel safe.
 pub async fn listable_resources(client: &kube::Client) -> Result<Vec<ApiResource>> {
-    let discovery = crate::apply::discover(client).await?;
+    let discovery = crate::toolkit::apply::discover(client).await?;
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
     for group in discovery.groups() {
@@ -120,7 +120,7 @@ pub async fn leaks(
             continue;
         }
         if kind == "namespace" {
-            let kept = crate::namespace::is_kept(&object.metadata, now);
+            let kept = crate::cleanup::labels::is_kept(&object.metadata, now);
             if Some(object.name_any().as_str()) == own_namespace
                 || object.metadata.deletion_timestamp.is_some()
                 || kept

@@ -6,7 +6,7 @@
 //! the ConfigMap [`ADMISSION_CONFIGMAP`] of namespace [`LEASE_NAMESPACE`], written with the
 //! `resourceVersion` it was read at, so two runs writing at once cannot both win (the
 //! loser reads again). A holding belongs to a run, and counts while that run's
-//! [`RunLease`](crate::ledger::RunLease) is alive: a run killed with `kill -9` stops
+//! [`RunLease`](crate::RunLease) is alive: a run killed with `kill -9` stops
 //! renewing, its lease expires, and its devices are free again; the reaper drops its
 //! holdings as it deletes the rest of what the run left ([`prune`]). The ConfigMap carries
 //! hami-e2e's `managed-by` label, and the last release deletes it.
@@ -20,7 +20,7 @@
 //! use std::sync::Arc;
 //! use hami_e2e_core::admission::StorePool;
 //! use hami_e2e_core::{Demand, PoolDevice};
-//! use hami_e2e_k8s::admission::ClusterAdmission;
+//! use hami_e2e_k8s::cleanup::admission::ClusterAdmission;
 //!
 //! let devices = vec![PoolDevice::new("nvidia", "gpu-node-1", "GPU-0", 81559)];
 //! let pool = StorePool::new(Arc::new(ClusterAdmission::new(client, "my-run")), devices);
@@ -44,10 +44,10 @@ use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 use kube::api::{DeleteParams, ObjectMeta, PostParams, Preconditions};
 
+use crate::cleanup::labels::{MANAGED_BY, MANAGED_BY_LABEL};
+use crate::cleanup::lease::{LEASE_NAMESPACE, is_dead, lease_name};
 use crate::error::{Error, Result};
-use crate::ledger::{LEASE_NAMESPACE, is_dead, lease_name};
-use crate::namespace::{MANAGED_BY, MANAGED_BY_LABEL};
-use crate::retry::retry_transient;
+use crate::toolkit::retry::retry_transient;
 
 /// The ConfigMap that holds what every run holds.
 pub const ADMISSION_CONFIGMAP: &str = "hami-e2e-admission";
@@ -70,7 +70,7 @@ impl std::fmt::Debug for ClusterAdmission {
 }
 
 impl ClusterAdmission {
-    /// The store of run `run_id` (whose [`RunLease`](crate::ledger::RunLease) says it is
+    /// The store of run `run_id` (whose [`RunLease`](crate::RunLease) says it is
     /// alive), in [`ADMISSION_CONFIGMAP`].
     pub fn new(client: kube::Client, run_id: impl Into<String>) -> Self {
         ClusterAdmission {
