@@ -34,7 +34,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use hami_e2e_core::{Failure, Requirement, Runner, Scenario, ensure, scenario};
+use hami_e2e_core::{Requirement, Runner, Scenario, ensure, scenario};
 use hami_e2e_devices::{DeviceBackend, DeviceRegistry};
 use hami_e2e_k8s::local::NodeSpec;
 use hami_e2e_k8s::{
@@ -381,49 +381,6 @@ pub fn scenarios() -> Vec<Arc<dyn Scenario>> {
                     Ok(())
                 }),
         ),
-        Arc::new(
-            scenario("runner/steps")
-                .label("smoke")
-                .run(|ctx| async move {
-                    let n = ctx
-                        .step("count to three", async {
-                            Ok::<_, Failure>((1..=3).sum::<u32>())
-                        })
-                        .await?;
-                    ensure!(n == 6, "1 + 2 + 3 = {n}");
-                    Ok(())
-                }),
-        ),
-        Arc::new(
-            scenario("runner/deferred-cleanup")
-                .label("smoke")
-                .run(|ctx| async move {
-                    let marker = std::env::temp_dir().join(format!(
-                        "hami-e2e-{}-{}",
-                        ctx.run_id(),
-                        std::process::id()
-                    ));
-                    let m = marker.clone();
-                    ctx.defer("remove marker", async move {
-                        std::fs::remove_file(&m)?;
-                        Ok(())
-                    });
-                    std::fs::write(&marker, b"")?;
-                    ensure!(marker.exists(), "marker written");
-                    Ok(())
-                }),
-        ),
-        Arc::new(scenario("runner/cancellation-aware").run(|ctx| async move {
-            let waited = tokio::select! {
-                _ = ctx.cancelled() => false,
-                _ = tokio::time::sleep(Duration::from_millis(50)) => true,
-            };
-            ensure!(
-                waited && !ctx.is_cancelled(),
-                "not cancelled within its timeout"
-            );
-            Ok(())
-        })),
     ]
 }
 

@@ -1,6 +1,8 @@
 //! A suite binary whose scenarios pass, fail, panic, time out and hang on purpose, for
 //! the integration tests in `tests/` that drive it as a child process (as `cargo test` and
-//! `cargo nextest` do) and check exit codes, signals, listings and cleanup.
+//! `cargo nextest` do) and check exit codes, signals, listings and cleanup. Its `runner::`
+//! scenarios check the runner from inside a scenario (steps, deferred clean-up,
+//! cancellation) and pass.
 //!
 //! With `SELFTEST_MARKERS=<dir>`, fixtures and scenarios leave marker files there
 //! (`run-setup`, `run-teardown`, `<slug>-setup`, `<slug>-teardown`, `<slug>-started`), so a
@@ -8,10 +10,12 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hami_e2e_core::{
-    Failure, Fixture, FixtureContext, Runner, Scope, TeardownContext, bail, scenario, slug,
+    Failure, Fixture, FixtureContext, Runner, Scenario, Scope, TeardownContext, bail, ensure,
+    scenario, slug,
 };
 
 fn mark(name: &str) {
@@ -59,6 +63,57 @@ impl Fixture for ScenarioMarker {
         mark(&format!("{s}-teardown"));
         Ok(())
     }
+}
+
+/// The runner's own checks, run as scenarios: a step's value comes back, a deferred
+/// clean-up runs after the body, and a scenario that waits on its cancellation is not
+/// cancelled within its timeout.
+fn runner_scenarios() -> Vec<Arc<dyn Scenario>> {
+    vec![
+        Arc::new(
+            scenario("runner/steps")
+                .label("smoke")
+                .run(|ctx| async move {
+                    let n = ctx
+                        .step("count to three", async {
+                            Ok::<_, Failure>((1..=3).sum::<u32>())
+                        })
+                        .await?;
+                    ensure!(n == 6, "1 + 2 + 3 = {n}");
+                    Ok(())
+                }),
+        ),
+        Arc::new(
+            scenario("runner/deferred-cleanup")
+                .label("smoke")
+                .run(|ctx| async move {
+                    let marker = std::env::temp_dir().join(format!(
+                        "hami-e2e-{}-{}",
+                        ctx.run_id(),
+                        std::process::id()
+                    ));
+                    let m = marker.clone();
+                    ctx.defer("remove marker", async move {
+                        std::fs::remove_file(&m)?;
+                        Ok(())
+                    });
+                    std::fs::write(&marker, b"")?;
+                    ensure!(marker.exists(), "marker written");
+                    Ok(())
+                }),
+        ),
+        Arc::new(scenario("runner/cancellation-aware").run(|ctx| async move {
+            let waited = tokio::select! {
+                _ = ctx.cancelled() => false,
+                _ = tokio::time::sleep(Duration::from_millis(50)) => true,
+            };
+            ensure!(
+                waited && !ctx.is_cancelled(),
+                "not cancelled within its timeout"
+            );
+            Ok(())
+        })),
+    ]
 }
 
 fn main() -> ExitCode {
@@ -116,5 +171,6 @@ fn main() -> ExitCode {
                     bail!("unreachable");
                 }),
         )
+        .scenarios(runner_scenarios())
         .main()
 }

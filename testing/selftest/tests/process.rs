@@ -72,11 +72,33 @@ fn passing_run_exits_zero_with_libtest_summary() {
     assert!(out.contains("test basic::pass ... ok"), "{out}");
     assert!(
         last_line(&out).starts_with(
-            "test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 5 filtered out;"
+            "test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 8 filtered out;"
         ),
         "{out}"
     );
     assert!(m.has("basic-pass-setup") && m.has("basic-pass-teardown") && m.has("run-teardown"));
+}
+
+/// The runner's own checks, as the scenarios of a suite: a step's value comes back, a
+/// deferred clean-up runs, a scenario waiting on its cancellation is not cancelled.
+#[test]
+fn runner_scenarios_pass() {
+    let m = Markers::new("runner");
+    let (code, out, err) = run(&m, &["runner::"]);
+    assert_eq!(code, 0, "{out}{err}");
+    for name in [
+        "runner::steps",
+        "runner::deferred-cleanup",
+        "runner::cancellation-aware",
+    ] {
+        assert!(out.contains(&format!("test {name} ... ok")), "{out}");
+    }
+    assert!(
+        last_line(&out).starts_with(
+            "test result: ok. 3 passed; 0 failed; 0 ignored; 0 measured; 6 filtered out;"
+        ),
+        "{out}"
+    );
 }
 
 #[test]
@@ -118,6 +140,9 @@ fn list_terse_is_what_nextest_reads() {
             "basic::pass: test",
             "basic::timeout: test",
             "other::labelled: test",
+            "runner::cancellation-aware: test",
+            "runner::deferred-cleanup: test",
+            "runner::steps: test",
             "signal::hang: test",
         ]
     );
@@ -153,6 +178,9 @@ fn nextest_protocol_one_process_per_scenario() {
         ("basic::pass", 0),
         ("basic::timeout", 101),
         ("other::labelled", 0),
+        ("runner::cancellation-aware", 0),
+        ("runner::deferred-cleanup", 0),
+        ("runner::steps", 0),
     ]
     .into_iter()
     .map(|(n, c)| (n.to_string(), c))
@@ -173,7 +201,7 @@ fn flags_come_from_environment_variables_too() {
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     assert!(
         last_line(&stdout).starts_with(
-            "test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 5 filtered out"
+            "test result: ok. 3 passed; 0 failed; 0 ignored; 0 measured; 6 filtered out"
         ),
         "{stdout}"
     );
@@ -205,7 +233,7 @@ fn dry_run_lists_plan_and_skip_reasons_without_running() {
     let (code, out, _) = run(&m, &["--dry-run", "--label-filter", "smoke"]);
     assert_eq!(code, 0);
     assert!(
-        out.starts_with("dry run: 2 would run, 0 ignored, 4 filtered out"),
+        out.starts_with("dry run: 4 would run, 0 ignored, 5 filtered out"),
         "{out}"
     );
     assert!(
