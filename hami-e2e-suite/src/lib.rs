@@ -31,27 +31,23 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use clap::Parser;
-use hami_e2e_core::{Requirement, Runner, Scenario, ensure, scenario};
+use hami_e2e_core::{Runner, Scenario};
 use hami_e2e_devices::{DeviceBackend, DeviceRegistry};
 use hami_e2e_k8s::local::NodeSpec;
-use hami_e2e_k8s::{
-    ClusterArgs, ClusterFixture, ClusterSource, NamespaceFixture, PodBuilder, wait,
-};
-use k8s_openapi::api::core::v1::Node;
+use hami_e2e_k8s::{ClusterArgs, ClusterFixture, ClusterSource, NamespaceFixture};
 
-mod devices;
-mod hami;
+mod fixtures;
+mod scenarios;
 pub mod verdict;
 
-pub use hami::HAMI_BUG;
-
-pub use devices::{
+pub use fixtures::{
     DevicePoolFixture, DevicesFixture, FAKE_DEVICES_LABEL, LOCAL_CLUSTER, POOL_DEVICES_PER_NODE,
-    SELECTOR_LABEL, fake_node_spec,
+    fake_node_spec,
 };
+pub use scenarios::devices::SELECTOR_LABEL;
+pub use scenarios::hami::HAMI_BUG;
 
 /// The suite's command line: the runner's flags and the cluster's.
 #[derive(Debug, Clone, Parser)]
@@ -167,9 +163,7 @@ impl Suite {
 
     /// Every scenario: the suite's, each backend's, and the added ones.
     pub fn scenarios(&self) -> Vec<Arc<dyn Scenario>> {
-        let mut all = scenarios();
-        all.extend(devices::backend_scenarios(&self.registry));
-        all.extend(hami::hami_scenarios(&self.registry));
+        let mut all = scenarios::for_registry(&self.registry);
         all.extend(self.extra.iter().cloned());
         all
     }
@@ -217,7 +211,7 @@ impl Suite {
                     if cluster.is_local() {
                         caps = caps.with_flag(LOCAL_CLUSTER);
                     }
-                    let inventory = devices::inventory(&cluster, &registry, ctx.run_id()).await?;
+                    let inventory = fixtures::inventory(&cluster, &registry, ctx.run_id()).await?;
                     // Devices on a cluster that is not a local one are real ones.
                     let mut caps = inventory.record(caps, !cluster.is_local());
                     // Runs sharing the cluster (shards on other machines) share admission.
@@ -334,54 +328,9 @@ pub fn main() -> ExitCode {
     Suite::new().main()
 }
 
-/// The suite's own scenarios that do not depend on a device backend.
+/// The suite's own scenarios that do not depend on a device backend (`cluster::*`).
 pub fn scenarios() -> Vec<Arc<dyn Scenario>> {
-    vec![
-        Arc::new(
-            scenario("cluster/nodes-ready")
-                .label("smoke")
-                .run(|ctx| async move {
-                    let cluster = ctx.fixture::<ClusterFixture>().await?;
-                    let nodes = kube::Api::<Node>::all(cluster.client())
-                        .list(&Default::default())
-                        .await?;
-                    let ready = nodes
-                        .items
-                        .iter()
-                        .filter(|n| wait::node_is_ready(n))
-                        .count();
-                    ensure!(
-                        ready > 0,
-                        "no Ready node among {} in {}",
-                        nodes.items.len(),
-                        cluster.description()
-                    );
-                    Ok(())
-                }),
-        ),
-        Arc::new(
-            scenario("cluster/pod-runs-in-its-namespace")
-                .label("smoke")
-                .requires(Requirement::at_least("ready nodes", 1))
-                .run(|ctx| async move {
-                    let ns = ctx.fixture::<NamespaceFixture>().await?;
-                    let pod = PodBuilder::new("sleeper")
-                        .command(["sleep", "3600"])
-                        .tolerate_all()
-                        .build();
-                    ctx.step("create a pod", ns.apply(&pod)).await?;
-                    let running = ctx
-                        .step(
-                            "wait until it runs",
-                            wait::pod_running(&ns.api(), "sleeper", Duration::from_secs(120)),
-                        )
-                        .await?;
-                    let node = running.spec.and_then(|s| s.node_name).unwrap_or_default();
-                    ensure!(!node.is_empty(), "running without a node");
-                    Ok(())
-                }),
-        ),
-    ]
+    scenarios::cluster::scenarios()
 }
 
 /// The README's examples, compiled and run as doctests so they stay true.

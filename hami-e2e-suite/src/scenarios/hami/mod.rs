@@ -22,7 +22,7 @@ use k8s_openapi::api::core::v1::{Event, Node, Pod};
 use kube::api::{DeleteParams, ListParams};
 use kube::{Api, ResourceExt};
 
-use crate::devices::{DevicesFixture, LOCAL_CLUSTER};
+use crate::fixtures::{DevicesFixture, LOCAL_CLUSTER};
 
 mod lifecycle;
 mod placement;
@@ -1910,7 +1910,7 @@ mod tests {
     /// it runs alone there too.
     #[test]
     fn serial_scenarios_run_alone_under_nextest() {
-        let config = include_str!("../../../.config/nextest.toml");
+        let config = include_str!("../../../../.config/nextest.toml");
         assert!(
             config.contains("test(/^hami::all::/)")
                 && config.contains("test(/::restart-handshake$/)")
