@@ -1,183 +1,23 @@
-//! Pods and HAMi over time: a Job that completes, a Deployment scaled, HAMi restarted,
-//! HAMi's device metrics, a hundred pods at once, and the oracle at the end of the run.
+//! HAMi's scenarios over every vendor at once (`hami::all::*`, serial): HAMi's scheduler
+//! restarted, upgraded and rolled back while pods of each vendor hold devices, its chart
+//! upgraded and rolled back by Helm, and the oracle over the whole cluster at the end.
 
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::batch::v1::Job;
-use kube::api::Patch;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use super::*;
+use hami_e2e_core::{Failure, Requirement, Scenario, ensure, scenario};
+use hami_e2e_devices::{DeviceRequest, PodOptions};
+use hami_e2e_helm::HamiFixture;
+use hami_e2e_k8s::{ClusterFixture, NamespaceFixture};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::ListParams;
+use kube::{Api, ResourceExt};
 
-/// How long HAMi's per-device metrics may lag: they are refreshed on its register tick
-/// (every 15 s), plus a margin.
-const DEVICE_METRICS_LAG: Duration = Duration::from_secs(25);
+use crate::fixtures::{DevicesFixture, LOCAL_CLUSTER};
 
-/// The pods of `ns` labelled `selector`.
-async fn pods_of(ns: &TestNamespace, selector: &str) -> Result<Vec<Pod>, Failure> {
-    Ok(ns
-        .api::<Pod>()
-        .list(&ListParams::default().labels(selector))
-        .await?
-        .items)
-}
-
-fn bound(pod: &Pod) -> bool {
-    pod.spec
-        .as_ref()
-        .and_then(|s| s.node_name.as_ref())
-        .is_some()
-}
-
-fn acknowledged(pod: &Pod) -> bool {
-    phase(pod) == "Running"
-        && pod.annotations().get(BIND_PHASE).map(String::as_str) == Some("success")
-}
-
-/// `hami::<vendor>::job-completes`: a Job's device pod (60 % of the node's one device)
-/// is bound by HAMi and completes; its share is freed, and a pod of 60 % runs after it.
-pub(super) fn job_completes(vendor: &str) -> hami_e2e_core::FnScenario {
-    hami_scenario(vendor, "job-completes", &[], |c| async move {
-        let node = c.node("job", 1).await?;
-        let backend = c.backend()?;
-        let request = c.share(3, 5, 20)?;
-        let pod = hami_pod(backend, "job-pod", &node, &request)?;
-        let job: Job = serde_json::from_value(serde_json::json!({
-            "apiVersion": "batch/v1",
-            "kind": "Job",
-            "metadata": {"name": "once"},
-            "spec": {
-                "backoffLimit": 0,
-                "template": {"spec": pod.spec},
-            },
-        }))
-        .map_err(|e| Failure::msg(format!("the Job does not build: {e}")))?;
-        c.ctx
-            .step("a Job of one device pod", c.ns.apply(&job))
-            .await?;
-        let done = c
-            .ctx
-            .step("its pod, bound by HAMi, completes", async {
-                let started = Instant::now();
-                loop {
-                    let pods = pods_of(&c.ns, "job-name=once").await?;
-                    if let Some(p) = pods.iter().find(|p| phase(p) == "Succeeded") {
-                        return Ok::<_, Failure>(p.clone());
-                    }
-                    ensure!(
-                        started.elapsed() < POD_WAIT,
-                        "the Job's pod did not complete within {POD_WAIT:?}: {:?}",
-                        pods.iter()
-                            .map(|p| (p.name_any(), phase(p).to_owned()))
-                            .collect::<Vec<_>>()
-                    );
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                }
-            })
-            .await?;
-        c.check_allocation(&done, &request, &node).await?;
-        c.lock_released(&node).await?;
-        c.runs(
-            "after",
-            &node,
-            &request,
-            "a pod of 60 % runs once the Job is done",
-        )
-        .await?;
-        Ok(())
-    })
-}
-
-/// Waits until the pods labelled `app=<name>` are `running` acknowledged ones and
-/// `pending` ones that HAMi has not bound, and no more; returns them.
-async fn replicas(
-    c: &Case,
-    name: &str,
-    running: usize,
-    pending: usize,
-) -> Result<Vec<Pod>, Failure> {
-    let started = Instant::now();
-    loop {
-        let pods: Vec<Pod> = pods_of(&c.ns, &format!("app={name}"))
-            .await?
-            .into_iter()
-            .filter(|p| p.metadata.deletion_timestamp.is_none())
-            .collect();
-        let up = pods.iter().filter(|p| acknowledged(p)).count();
-        let waiting = pods.iter().filter(|p| !bound(p)).count();
-        if up == running && waiting == pending && pods.len() == running + pending {
-            return Ok(pods);
-        }
-        ensure!(
-            started.elapsed() < POD_WAIT,
-            "Deployment {name}: {up} running and {waiting} unbound of {} pods after {POD_WAIT:?}, not {running} and {pending}",
-            pods.len()
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
-/// `hami::<vendor>::deployment`: a Deployment of device pods, 40 % of the node's one device
-/// each: two replicas share the device; scaled to three, the third is refused
-/// (`CardInsufficientMemory`); scaled down to one and up to two again, the new replica
-/// runs in the share the removed ones freed.
-pub(super) fn deployment(vendor: &str) -> hami_e2e_core::FnScenario {
-    hami_scenario(vendor, "deployment", &[], |c| async move {
-        let node = c.node("deploy", 1).await?;
-        let backend = c.backend()?;
-        let request = c.share(2, 5, 20)?;
-        let template = hami_pod_builder(backend, "replica", &request)?
-            .node_selector("kubernetes.io/hostname", &node);
-        let deployment = hami_e2e_k8s::DeploymentBuilder::new("shared", template)
-            .replicas(2)
-            .build();
-        c.ctx
-            .step("a Deployment of two device pods", c.ns.apply(&deployment))
-            .await?;
-        let pods = c
-            .ctx
-            .step("both replicas run", replicas(&c, "shared", 2, 0))
-            .await?;
-        for pod in &pods {
-            c.check_allocation(pod, &request, &node).await?;
-        }
-        let api = c.ns.api::<Deployment>();
-        let scale = |n: i32| {
-            let api = api.clone();
-            async move {
-                api.patch(
-                    "shared",
-                    &Default::default(),
-                    &Patch::Merge(serde_json::json!({"spec": {"replicas": n}})),
-                )
-                .await?;
-                Ok::<_, Failure>(())
-            }
-        };
-        c.ctx.step("scaled to three", scale(3)).await?;
-        let pods = replicas(&c, "shared", 2, 1).await?;
-        let third = pods
-            .iter()
-            .find(|p| !bound(p))
-            .map(ResourceExt::name_any)
-            .ok_or_else(|| Failure::msg("no unbound replica"))?;
-        c.refused(&third, "CardInsufficientMemory", &node).await?;
-        c.ctx.step("scaled down to one", scale(1)).await?;
-        c.ctx
-            .step("one replica is left", replicas(&c, "shared", 1, 0))
-            .await?;
-        c.ctx.step("scaled up to two", scale(2)).await?;
-        let pods = c
-            .ctx
-            .step(
-                "the new replica runs in the freed share",
-                replicas(&c, "shared", 2, 0),
-            )
-            .await?;
-        for pod in &pods {
-            c.check_allocation(pod, &request, &node).await?;
-        }
-        Ok(())
-    })
-}
+use crate::scenarios::hami::case::{Case, hami_pod, hami_scenario_with};
+use crate::scenarios::hami::oracle::{series, vgpu_memory_by_device};
 
 /// `hami::all::restart` (serial): HAMi's scheduler restarted while, for every vendor, a pod
 /// holds 60 % of one of a node's two devices rebuilds its usage from the pods' annotations:
@@ -192,7 +32,7 @@ pub(super) fn deployment(vendor: &str) -> hami_e2e_core::FnScenario {
 /// notification while `started` is 0), so the nodes come back on the next register tick
 /// (up to 15 s), or when a node is added. The scenario adds one, sees every node registered
 /// again, and a pod run on the new node.
-pub(super) fn restart(vendors: Vec<String>) -> hami_e2e_core::FnScenario {
+fn restart(vendors: Vec<String>) -> hami_e2e_core::FnScenario {
     let labels = vendors.clone();
     hami_scenario_with(
         "all",
@@ -224,7 +64,7 @@ pub(super) fn restart(vendors: Vec<String>) -> hami_e2e_core::FnScenario {
 /// to the previous release, it rebuilds the same usage (both devices now 60 % used) and
 /// refuses a third 60 % pod on each node. The run's HAMi is put back afterwards, whatever
 /// happened.
-pub(super) fn upgrade(vendors: Vec<String>) -> hami_e2e_core::FnScenario {
+fn upgrade(vendors: Vec<String>) -> hami_e2e_core::FnScenario {
     let labels = vendors.clone();
     hami_scenario_with(
         "all",
@@ -464,240 +304,11 @@ impl Held {
     }
 }
 
-/// `hami::<vendor>::restart-handshake` (serial, **hami-bug**; vendors whose plugins answer
-/// HAMi's handshake): HAMi restarted while a node's handshake stands at `Requesting_` (HAMi
-/// asked, the plugin, reporting every 30 s, has not answered yet) registers the node again
-/// on its first register pass, as the HAMi before the restart kept it in that state.
-///
-/// What HAMi v2.10.0 does instead: `CheckHealth` (`pkg/device/devices.go`) answers a
-/// `Requesting_` younger than 60 s with "healthy, no update", and `register` skips a node
-/// that needs no update without looking whether its cache has the node at all: the node
-/// stays unregistered (pods are refused) until the plugin reports, up to its report period
-/// after the restart.
-pub(super) fn restart_handshake(vendor: &str) -> hami_e2e_core::FnScenario {
-    hami_scenario_with(
-        vendor,
-        "restart-handshake",
-        &["fault", HAMI_BUG],
-        |b| {
-            b.serial()
-                .requires(hami_e2e_helm::hami::owned_requirement())
-        },
-        |c| async move {
-            let node = c.node("rhs", 1).await?;
-            let backend = c.backend()?;
-            let key = backend
-                .annotation_keys()
-                .handshake
-                .clone()
-                .ok_or_else(|| Failure::msg(format!("{} has no handshake", c.vendor)))?;
-            c.hami.agent().stop_handshake(&node, true);
-            let nodes = Api::<Node>::all(c.ns.client());
-            c.ctx
-                .step(
-                    format!("HAMi asks for the handshake ({key}: Requesting_...)"),
-                    wait::until(
-                        &nodes,
-                        &node,
-                        "to have a Requesting_ handshake",
-                        Duration::from_secs(20),
-                        |n: Option<&Node>| {
-                            n.is_some_and(|n| {
-                                n.annotations()
-                                    .get(&key)
-                                    .is_some_and(|v| v.starts_with("Requesting"))
-                            })
-                        },
-                    ),
-                )
-                .await?;
-            c.ctx
-                .step("HAMi's scheduler is restarted", c.hami.restart(&[]))
-                .await?;
-            let late = c.node("rhs-late", 1).await?;
-            let started = Instant::now();
-            loop {
-                let registered = c.hami.endpoint().registered_nodes().await?;
-                if registered.contains(&node) {
-                    break;
-                }
-                ensure!(
-                    started.elapsed() < Duration::from_secs(5),
-                    "after the restart HAMi registered {late} but not {node}, whose handshake is still `Requesting_` (it had {node} registered in that state before)"
-                );
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-            c.hami.agent().stop_handshake(&node, false);
-            Ok(())
-        },
-    )
-}
-
-/// `hami::<vendor>::metrics`: HAMi's per-device metrics agree with the allocations within
-/// its register period: with pods of 3000 and 2000 MiB on one of the node's two devices,
-/// `hami_gpu_memory_allocated_bytes` is 5000 MiB there and 0 on the other, and
-/// `hami_gpu_shared_count` 2 and 0; with the first pod deleted, 2000 MiB and 1.
-pub(super) fn metrics(vendor: &str) -> hami_e2e_core::FnScenario {
-    hami_scenario(vendor, "metrics", &[], |c| async move {
-        let node = c.node("metrics", 2).await?;
-        let backend = c.backend()?;
-        let devices = c.devices_of(&node).await?;
-        let target = devices
-            .first()
-            .map(|d| d.id.clone())
-            .ok_or_else(|| Failure::msg("no device"))?;
-        let options = PodOptions::default().use_id(&target);
-        let annotations = c.annotations(&options)?;
-        let mut memory = BTreeMap::new();
-        for (name, mib) in [("big", 3000), ("small", 2000)] {
-            let request = one_device(backend, mib, 10);
-            c.create_annotated(name, &node, &request, &annotations)
-                .await?;
-            let pod = c.running(name, &node).await?;
-            let granted: u64 = c
-                .backend()?
-                .pod_allocation(pod.annotations())?
-                .devices()
-                .map(|d| d.memory_mib)
-                .sum();
-            memory.insert(name, granted);
-        }
-        let expect = |want: Vec<(String, u64, f64)>| {
-            let c = &c;
-            let node = node.clone();
-            async move {
-                let started = Instant::now();
-                loop {
-                    let text = c.hami.endpoint().metrics().await?;
-                    let allocated = sum_by_device(&text, "hami_gpu_memory_allocated_bytes");
-                    let shared = sum_by_device(&text, "hami_gpu_shared_count");
-                    let got: Vec<(String, u64, f64)> = want
-                        .iter()
-                        .map(|(d, _, _)| {
-                            let key = (node.clone(), d.clone());
-                            (
-                                d.clone(),
-                                (allocated.get(&key).copied().unwrap_or(0.0) / 1_048_576.0) as u64,
-                                shared.get(&key).copied().unwrap_or(0.0),
-                            )
-                        })
-                        .collect();
-                    if got == want {
-                        return Ok::<_, Failure>(());
-                    }
-                    ensure!(
-                        started.elapsed() < DEVICE_METRICS_LAG,
-                        "HAMi's device metrics for {node} are {got:?} (device, MiB, pods) after {DEVICE_METRICS_LAG:?}, not {want:?}"
-                    );
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-            }
-        };
-        let other = devices
-            .get(1)
-            .map(|d| d.id.clone())
-            .ok_or_else(|| Failure::msg("no second device"))?;
-        let both = memory.values().sum::<u64>();
-        c.ctx
-            .step(
-                format!("hami_gpu_memory_allocated_bytes shows {both} MiB on {target}"),
-                expect(vec![(target.clone(), both, 2.0), (other.clone(), 0, 0.0)]),
-            )
-            .await?;
-        c.delete_pod("big").await?;
-        let left = memory["small"];
-        c.ctx
-            .step(
-                format!("and then {left} MiB"),
-                expect(vec![(target.clone(), left, 1.0), (other, 0, 0.0)]),
-            )
-            .await?;
-        Ok(())
-    })
-}
-
-/// `hami::nvidia::hundred-pods`: 100 pods created at once on 10 nodes of two T4s, each pod
-/// 3000 MiB and 20 % of a GPU, which is exactly what the 20 GPUs hold (five each): all
-/// 100 run with their allocations acknowledged (the oracle then checks every GPU), and a
-/// 101st is refused (`no available node`).
-pub(super) fn hundred_pods(vendor: &str) -> hami_e2e_core::FnScenario {
-    hami_scenario(vendor, "hundred-pods", &["load"], |c| async move {
-        let key = "hami-e2e.io/load-group";
-        let group = hami_e2e_k8s::label_value(&format!("{}-{}", c.ns.name(), c.ctx.attempt()));
-        let nodes = futures::future::try_join_all((0..10).map(|i| {
-            let (c, group) = (&c, group.clone());
-            async move {
-                c.node_with(&format!("load{i}"), 2, |_| {}, &[(key, group.as_str())])
-                    .await
-            }
-        }))
-        .await?;
-        let backend = c.backend()?;
-        let request = one_device(backend, 3000, 20);
-        let pod = |name: &str| -> Result<Pod, Failure> {
-            Ok(hami_pod_builder(backend, name, &request)?
-                .node_selector(key, &group)
-                .label("hami-e2e.io/load", "hundred")
-                .annotation("hami.io/node-scheduler-policy", "spread")
-                .build())
-        };
-        let all: Vec<Pod> = (0..100)
-            .map(|i| pod(&format!("load-{i:03}")))
-            .collect::<Result<_, _>>()?;
-        c.ctx
-            .step(
-                "100 device pods are created at once",
-                futures::future::try_join_all(all.iter().map(|p| c.create(p))),
-            )
-            .await?;
-        let within = Duration::from_secs(120);
-        c.ctx
-            .step("all 100 run with their allocations acknowledged", async {
-                let started = Instant::now();
-                loop {
-                    let pods = pods_of(&c.ns, "hami-e2e.io/load=hundred").await?;
-                    let up = pods.iter().filter(|p| acknowledged(p)).count();
-                    if up == 100 {
-                        return Ok::<_, Failure>(());
-                    }
-                    ensure!(
-                        started.elapsed() < within,
-                        "{up} of 100 pods run acknowledged after {within:?}"
-                    );
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            })
-            .await?;
-        let pods = pods_of(&c.ns, "hami-e2e.io/load=hundred").await?;
-        for pod in &pods {
-            let on = pod
-                .spec
-                .as_ref()
-                .and_then(|s| s.node_name.clone())
-                .unwrap_or_default();
-            ensure!(
-                nodes.contains(&on),
-                "pod {} runs on {on}, not on one of the load nodes",
-                pod.name_any()
-            );
-            c.check_allocation(pod, &request, &on).await?;
-        }
-        c.create(&pod("load-extra")?).await?;
-        c.ctx
-            .step(
-                "a 101st pod finds no node",
-                c.event("load-extra", "FilteringFailed", "no available node"),
-            )
-            .await?;
-        c.unbound("load-extra").await
-    })
-}
-
 /// `hami::all::oracle` (serial, after the others): the allocation oracle over the whole
 /// cluster: every device of every HAMi node within budget by all live pods, and HAMi's
 /// `hami_vgpu_memory_allocated_bytes` reporting only pods that still exist, each with
 /// the memory of its allocation annotation (within 30 s of the last deletion).
-pub(super) fn run_oracle(vendors: &[String]) -> hami_e2e_core::FnScenario {
+fn run_oracle(vendors: &[String]) -> hami_e2e_core::FnScenario {
     scenario("hami::all::oracle")
         .labels(["all", "hami", "oracle"])
         .labels(vendors.iter().cloned())
@@ -783,104 +394,6 @@ pub(super) fn run_oracle(vendors: &[String]) -> hami_e2e_core::FnScenario {
         })
 }
 
-/// `hami::nvidia::device-plugin-nodes` (a real cluster with HAMi installed by its chart;
-/// skipped on the local cluster, whose fake nodes have no device plugin pods): HAMi's
-/// NVIDIA device plugin DaemonSet (`app.kubernetes.io/component: hami-device-plugin`) runs
-/// a ready pod on every schedulable node its node selector (the chart's
-/// `devicePlugin.nvidiaNodeSelector`, `gpu: "on"`) picks, and on no other node.
-pub(super) fn device_plugin_nodes() -> hami_e2e_core::FnScenario {
-    use k8s_openapi::api::apps::v1::DaemonSet;
-    scenario("hami::nvidia::device-plugin-nodes")
-        .labels(["nvidia", "cluster", "hami-install"])
-        .requires(Requirement::custom("a cluster running HAMi's device plugin", |caps| {
-            if caps.flags.contains(LOCAL_CLUSTER) {
-                Err("the local cluster runs no device plugin pods: the fake device agent plays HAMi's device plugins on its fake nodes (run it against a cluster with HAMi installed, by --kubeconfig)".into())
-            } else {
-                Ok(())
-            }
-        }))
-        .run(|ctx| async move {
-            let cluster = ctx.fixture::<ClusterFixture>().await?;
-            let client = cluster.client();
-            let component = "app.kubernetes.io/component=hami-device-plugin";
-            let sets = Api::<DaemonSet>::all(client.clone())
-                .list(&ListParams::default().labels(component))
-                .await?
-                .items;
-            let set = sets.into_iter().next().ok_or_else(|| {
-                Failure::assertion(format!(
-                    "no DaemonSet labelled {component} in any namespace: HAMi's device plugin is not installed"
-                ))
-            })?;
-            let spec = set.spec.clone();
-            let selector = spec
-                .template
-                .spec
-                .as_ref()
-                .and_then(|s| s.node_selector.clone())
-                .unwrap_or_default();
-            let wanted = selector
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(",");
-            let nodes = Api::<Node>::all(client.clone())
-                .list(&ListParams::default().labels(&wanted))
-                .await?
-                .items;
-            let picked: Vec<String> = nodes
-                .iter()
-                .filter(|n| !n.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false))
-                .map(ResourceExt::name_any)
-                .collect();
-            let pod_labels = spec
-                .selector
-                .match_labels
-                .unwrap_or_default()
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(",");
-            let ns = set.namespace().unwrap_or_default();
-            let pods = Api::<Pod>::namespaced(client.clone(), &ns)
-                .list(&ListParams::default().labels(&pod_labels))
-                .await?
-                .items;
-            let mut problems = Vec::new();
-            for pod in &pods {
-                let on = pod
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.node_name.clone())
-                    .unwrap_or_default();
-                if !picked.contains(&on) {
-                    problems.push(format!(
-                        "device plugin pod {ns}/{} runs on {on}, which {wanted} does not pick",
-                        pod.name_any()
-                    ));
-                }
-            }
-            for node in &picked {
-                let ready = pods.iter().any(|p| {
-                    p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node.as_str())
-                        && phase(p) == "Running"
-                        && p.status
-                            .as_ref()
-                            .and_then(|s| s.conditions.as_ref())
-                            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-                });
-                if !ready {
-                    problems.push(format!(
-                        "node {node} ({wanted}) has no ready device plugin pod of {ns}/{}",
-                        set.name_any()
-                    ));
-                }
-            }
-            ensure!(problems.is_empty(), "{}", problems.join("; "));
-            Ok(())
-        })
-}
-
 /// `hami::all::helm-upgrade` (serial; a cluster given by `--kubeconfig` with
 /// `HAMI_E2E_DEPLOY=helm`, `HAMI_E2E_HAMI_CHART` and `HAMI_E2E_HAMI_CHART_PREVIOUS`): the
 /// run's release of HAMi's chart is taken to the previous chart by `helm upgrade`, upgraded
@@ -888,7 +401,7 @@ pub(super) fn device_plugin_nodes() -> hami_e2e_core::FnScenario {
 /// back to the upgrade. After each step the release is `deployed` at the next revision, its
 /// history says what Helm did, the scheduler Deployment runs that chart's HAMi image, HAMi's
 /// webhook is there, and the pods that held HAMi's allocations before it are untouched.
-pub(super) fn helm_upgrade() -> hami_e2e_core::FnScenario {
+fn helm_upgrade() -> hami_e2e_core::FnScenario {
     scenario("hami::all::helm-upgrade")
         .labels(["upgrade", "hami-install", "cluster"])
         .serial()
@@ -1047,4 +560,14 @@ async fn allocated_pods(
             })
         })
         .collect())
+}
+
+/// The scenarios over `vendors` (the keys of every backend HAMi serves) at once.
+pub(super) fn scenarios(vendors: Vec<String>) -> Vec<Arc<dyn Scenario>> {
+    vec![
+        Arc::new(restart(vendors.clone())),
+        Arc::new(upgrade(vendors.clone())),
+        Arc::new(helm_upgrade()),
+        Arc::new(run_oracle(&vendors)),
+    ]
 }
