@@ -5,8 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hami_e2e_core::{Requirement, Scenario, ensure, scenario};
-use hami_e2e_k8s::{ClusterFixture, NamespaceFixture, PodBuilder, wait};
+use hami_e2e_k8s::{ClusterFixture, NamespaceFixture, wait};
 use k8s_openapi::api::core::v1::Node;
+
+use crate::scenarios::pod::DevicePod;
 
 /// The scenarios that do not depend on a device backend.
 pub(crate) fn scenarios() -> Vec<Arc<dyn Scenario>> {
@@ -39,10 +41,7 @@ pub(crate) fn scenarios() -> Vec<Arc<dyn Scenario>> {
                 .requires(Requirement::at_least("ready nodes", 1))
                 .run(|ctx| async move {
                     let ns = ctx.fixture::<NamespaceFixture>().await?;
-                    let pod = PodBuilder::new("sleeper")
-                        .command(["sleep", "3600"])
-                        .tolerate_all()
-                        .build();
+                    let pod = DevicePod::new("sleeper").tolerate_all().build();
                     ctx.step("create a pod", ns.apply(&pod)).await?;
                     let running = ctx
                         .step(

@@ -11,38 +11,14 @@ use hami_e2e_devices::{
     DeviceBackend, DeviceInventory, DeviceRegistry, DeviceRequest, FakeDevices,
     devices_on_one_node, real_device_flag,
 };
-use hami_e2e_k8s::{
-    ClusterFixture, NamespaceFixture, NodeChangesFixture, PodBuilder, TestNamespace, wait,
-};
+use hami_e2e_k8s::{ClusterFixture, NamespaceFixture, NodeChangesFixture, TestNamespace, wait};
 use k8s_openapi::api::core::v1::{Node, Pod};
 
 use crate::fixtures::{DevicesFixture, LOCAL_CLUSTER, fake_node_spec};
+use crate::scenarios::pod::DevicePod;
 
 /// How long the capacity scenarios wait for a pod to run or be refused.
 const CAPACITY_WAIT: Duration = Duration::from_secs(30);
-
-/// A pod that sleeps, asking for `count` whole devices of `backend`.
-/// A pod asking `backend` for `count` whole devices. On the local cluster it opts out of
-/// HAMi's webhook (`hami.io/webhook: ignore`): these scenarios check Kubernetes' own
-/// accounting of the fake devices on the pool, which HAMi (when a HAMi scenario runs it
-/// beside them) does not serve; on a real cluster its pods go through HAMi, as every
-/// device pod must for HAMi's device plugins to allocate them.
-fn device_pod(
-    backend: &dyn DeviceBackend,
-    name: &str,
-    count: u32,
-    local: bool,
-) -> Result<PodBuilder, Failure> {
-    let resources = backend.container_resources(&DeviceRequest::devices(count))?;
-    let mut pod = PodBuilder::new(name).command(["sleep", "3600"]);
-    if local {
-        pod = pod.label("hami.io/webhook", "ignore");
-    }
-    for (k, v) in resources.limits.unwrap_or_default() {
-        pod = pod.limit(k, v.0);
-    }
-    Ok(pod)
-}
 
 /// Waits until pod `name` runs, and checks that it runs on `node`.
 async fn running_on(ns: &TestNamespace, name: &str, node: &str) -> Result<(), Failure> {
@@ -61,7 +37,7 @@ struct Capacity {
     ns: Arc<TestNamespace>,
     node: String,
     count: u32,
-    /// Whether the cluster is a local one (see `device_pod`).
+    /// Whether the cluster is a local one (see [`pod`](Self::pod)).
     local: bool,
 }
 
@@ -70,12 +46,25 @@ impl Capacity {
         Ok(self.registry.get(&self.vendor)?)
     }
 
+    /// A pod `name` asking the vendor for `count` whole devices. On the local cluster it
+    /// opts out of HAMi's webhook (`hami.io/webhook: ignore`): these scenarios check
+    /// Kubernetes' own accounting of the fake devices on the pool, which HAMi (when a HAMi
+    /// scenario runs it beside them) does not serve; on a real cluster its pods go through
+    /// HAMi, as every device pod must for HAMi's device plugins to allocate them.
+    fn pod(&self, name: &str, count: u32) -> Result<DevicePod, Failure> {
+        let pod = DevicePod::new(name);
+        let pod = if self.local {
+            pod.ignored_by_hami_webhook()
+        } else {
+            pod
+        };
+        pod.devices(self.backend()?, &DeviceRequest::devices(count))
+    }
+
     /// Creates pod `name` asking for `count` devices on the reserved node, and waits until
     /// it runs there.
     async fn run_pod(&self, name: &str, count: u32) -> Result<(), Failure> {
-        let pod = device_pod(self.backend()?, name, count, self.local)?
-            .node_selector("kubernetes.io/hostname", &self.node)
-            .build();
+        let pod = self.pod(name, count)?.on_node(&self.node).build();
         self.ctx
             .step(
                 format!("pod {name} asks for {count} on {} and runs", self.node),
@@ -203,9 +192,7 @@ fn node_capacity(vendor: String) -> FnScenario {
                 c.vendor
             );
             c.run_pod("most", n - 1).await?;
-            let refused = device_pod(c.backend()?, "two-more", 2, c.local)?
-                .node_selector("kubernetes.io/hostname", &c.node)
-                .build();
+            let refused = c.pod("two-more", 2)?.on_node(&c.node).build();
             c.ctx
                 .step(
                     "pod two-more asks for 2 with 1 left and is refused",
@@ -260,7 +247,8 @@ fn node_selector(vendor: String) -> FnScenario {
                     },
                 )
                 .await?;
-            let pod = device_pod(c.backend()?, "selected", 1, c.local)?
+            let pod = c
+                .pod("selected", 1)?
                 .node_selector(SELECTOR_LABEL, &value)
                 .build();
             c.ctx
@@ -427,16 +415,15 @@ fn memory_limit(vendor: String) -> FnScenario {
             ) else {
                 return Err(Failure::msg(format!("{} has no limit probe", c.vendor)));
             };
-            let resources = backend
-                .container_resources(&DeviceRequest::devices(1).memory_mib(PROBE_GRANT_MIB))?;
-            let mut pod = PodBuilder::new("limit-probe")
+            let pod = DevicePod::new("limit-probe")
                 .image(image)
                 .command(command)
                 .env("NVIDIA_DRIVER_CAPABILITIES", "compute,utility")
-                .node_selector("kubernetes.io/hostname", &c.node);
-            for (k, v) in resources.limits.unwrap_or_default() {
-                pod = pod.limit(k, v.0);
-            }
+                .on_node(&c.node)
+                .devices(
+                    backend,
+                    &DeviceRequest::devices(1).memory_mib(PROBE_GRANT_MIB),
+                )?;
             c.ns.apply(&pod.build()).await?;
             let api = c.ns.api::<Pod>();
             let done = c

@@ -10,6 +10,7 @@ use hami_e2e_devices::DeviceRegistry;
 pub(crate) mod cluster;
 pub(crate) mod devices;
 pub(crate) mod hami;
+pub(crate) mod pod;
 
 /// Every scenario of the suite for the backends of `registry`: the cluster's, then each
 /// backend's device scenarios, then HAMi's.

@@ -16,8 +16,9 @@ use kube::{Api, ResourceExt};
 
 use crate::fixtures::{DevicesFixture, LOCAL_CLUSTER};
 
-use crate::scenarios::hami::case::{Case, hami_pod, hami_scenario_with};
+use crate::scenarios::hami::case::{Case, hami_scenario_with};
 use crate::scenarios::hami::oracle::{series, vgpu_memory_by_device};
+use crate::scenarios::pod::DevicePod;
 
 /// `hami::all::restart` (serial): HAMi's scheduler restarted while, for every vendor, a pod
 /// holds 60 % of one of a node's two devices rebuilds its usage from the pods' annotations:
@@ -113,8 +114,13 @@ fn upgrade(vendors: Vec<String>) -> hami_e2e_core::FnScenario {
                 running_release(&c, false).await?;
                 for (c, node, request, _) in &rolled.pods {
                     let name = format!("{}-third", c.vendor);
-                    c.create(&hami_pod(c.backend()?, &name, node, request)?)
-                        .await?;
+                    c.create(
+                        &DevicePod::new(&name)
+                            .devices(c.backend()?, request)?
+                            .on_node(node)
+                            .build(),
+                    )
+                    .await?;
                     c.refused(&name, "CardInsufficientMemory", node).await?;
                 }
                 Ok(())

@@ -8,7 +8,8 @@ use hami_e2e_devices::{DeviceRequest, PodOptions, PodRequest};
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 
-use crate::scenarios::hami::case::{admit, first_limit, hami_pod, hami_scenario};
+use crate::scenarios::hami::case::{admit, first_limit, hami_scenario};
+use crate::scenarios::pod::DevicePod;
 
 /// The `huawei.com/<chip>` runtime annotation HAMi writes for Ascend: `(temp, memory)` per
 /// device.
@@ -64,7 +65,13 @@ fn template(vendor: &str) -> hami_e2e_core::FnScenario {
                 .ctx
                 .step(
                     format!("a pod asking {ask} MiB is admitted"),
-                    admit(&c, &hami_pod(backend, name, &node, &request)?),
+                    admit(
+                        &c,
+                        &DevicePod::new(name)
+                            .devices(backend, &request)?
+                            .on_node(&node)
+                            .build(),
+                    ),
                 )
                 .await?
                 .map_err(|m| Failure::assertion(format!("the {ask} MiB pod was refused: `{m}`")))?;
@@ -90,7 +97,13 @@ fn template(vendor: &str) -> hami_e2e_core::FnScenario {
             .ctx
             .step(
                 "a request over the device's capacity is denied",
-                admit(&c, &hami_pod(backend, "too-much", &node, &too_much)?),
+                admit(
+                    &c,
+                    &DevicePod::new("too-much")
+                        .devices(backend, &too_much)?
+                        .on_node(&node)
+                        .build(),
+                ),
             )
             .await?;
         match answer {

@@ -12,7 +12,7 @@ use hami_e2e_devices::{
     profiles,
 };
 use hami_e2e_helm::{Hami, HamiFixture};
-use hami_e2e_k8s::{ClusterFixture, NamespaceFixture, PodBuilder, TestNamespace, wait};
+use hami_e2e_k8s::{ClusterFixture, NamespaceFixture, TestNamespace, wait};
 use k8s_openapi::api::core::v1::{Event, Node, Pod};
 use kube::api::{DeleteParams, ListParams};
 use kube::{Api, ResourceExt};
@@ -20,6 +20,7 @@ use kube::{Api, ResourceExt};
 use crate::fixtures::{DevicesFixture, LOCAL_CLUSTER};
 
 use crate::scenarios::hami::oracle::allocation_oracle;
+use crate::scenarios::pod::DevicePod;
 
 /// How long a HAMi scenario waits for one pod to run or be refused. HAMi binds in well
 /// under a second; the margin is for a loaded 2-core machine.
@@ -63,32 +64,6 @@ pub(super) fn one_device(backend: &dyn DeviceBackend, mib: u64, cores: u32) -> D
     } else {
         request.cores(cores)
     }
-}
-
-/// A pod asking `backend` for `request`, not yet placed anywhere.
-pub(super) fn hami_pod_builder(
-    backend: &dyn DeviceBackend,
-    name: &str,
-    request: &DeviceRequest,
-) -> Result<PodBuilder, Failure> {
-    let resources = backend.container_resources(request)?;
-    let mut pod = PodBuilder::new(name).command(["sleep", "3600"]);
-    for (k, v) in resources.limits.unwrap_or_default() {
-        pod = pod.limit(k, v.0);
-    }
-    Ok(pod)
-}
-
-/// A pod asking `backend` for `request`, pinned to `node`; HAMi's webhook sets its scheduler.
-pub(super) fn hami_pod(
-    backend: &dyn DeviceBackend,
-    name: &str,
-    node: &str,
-    request: &DeviceRequest,
-) -> Result<Pod, Failure> {
-    Ok(hami_pod_builder(backend, name, request)?
-        .node_selector("kubernetes.io/hostname", node)
-        .build())
 }
 
 /// A node selector no node matches: a pod the webhook lets through stays Pending.
@@ -224,8 +199,13 @@ impl Case {
         request: &DeviceRequest,
         what: &str,
     ) -> Result<Pod, Failure> {
-        self.create(&hami_pod(self.backend()?, name, node, request)?)
-            .await?;
+        self.create(
+            &DevicePod::new(name)
+                .devices(self.backend()?, request)?
+                .on_node(node)
+                .build(),
+        )
+        .await?;
         let pod = self
             .ctx
             .step(what.to_owned(), self.running(name, node))
@@ -242,7 +222,11 @@ impl Case {
         request: &DeviceRequest,
         annotations: &[(String, String)],
     ) -> Result<(), Failure> {
-        let pod = hami_pod_annotated(self.backend()?, name, node, request, annotations)?;
+        let pod = DevicePod::new(name)
+            .devices(self.backend()?, request)?
+            .on_node(node)
+            .annotations(annotations)
+            .build();
         self.create(&pod).await
     }
 
@@ -487,8 +471,13 @@ impl Case {
         let started = Instant::now();
         for k in 0.. {
             let name = format!("{prefix}-{k}");
-            self.create(&hami_pod(backend, &name, node, request)?)
-                .await?;
+            self.create(
+                &DevicePod::new(&name)
+                    .devices(backend, request)?
+                    .on_node(node)
+                    .build(),
+            )
+            .await?;
             let left = within
                 .saturating_sub(started.elapsed())
                 .max(Duration::from_secs(5));
@@ -638,22 +627,6 @@ pub(super) fn first_limit(pod: &Pod, resource: &str) -> Option<String> {
         .as_ref()?
         .get(resource)
         .map(|q| q.0.clone())
-}
-
-/// A pod asking `backend` for `request` on `node`, with `annotations`.
-pub(super) fn hami_pod_annotated(
-    backend: &dyn DeviceBackend,
-    name: &str,
-    node: &str,
-    request: &DeviceRequest,
-    annotations: &[(String, String)],
-) -> Result<Pod, Failure> {
-    let mut pod =
-        hami_pod_builder(backend, name, request)?.node_selector("kubernetes.io/hostname", node);
-    for (k, v) in annotations {
-        pod = pod.annotation(k, v);
-    }
-    Ok(pod.build())
 }
 
 /// The pods of `ns` labelled `selector`.

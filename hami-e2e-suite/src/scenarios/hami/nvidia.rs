@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use hami_e2e_core::{Failure, Requirement, Scenario, ensure, scenario};
 use hami_e2e_devices::{DeviceRequest, PodOptions};
-use hami_e2e_k8s::{ClusterFixture, PodBuilder};
+use hami_e2e_k8s::ClusterFixture;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{DeleteParams, ListParams};
 use kube::{Api, ResourceExt};
@@ -16,9 +16,9 @@ use kube::{Api, ResourceExt};
 use crate::fixtures::LOCAL_CLUSTER;
 
 use crate::scenarios::hami::case::{
-    HAMI_BUG, NOWHERE, acknowledged, admit, first_limit, hami_pod, hami_pod_builder, hami_scenario,
-    one_device, phase, pods_of,
+    HAMI_BUG, NOWHERE, acknowledged, admit, first_limit, hami_scenario, one_device, phase, pods_of,
 };
+use crate::scenarios::pod::DevicePod;
 
 /// `hami::nvidia::quota` (webhook): with a ResourceQuota of `limits.nvidia.com/gpumem:
 /// 4000` in the namespace, a pod of 3000 MiB runs and a second of 2000 MiB is denied by
@@ -47,10 +47,18 @@ fn quota(vendor: &str) -> hami_e2e_core::FnScenario {
             .await?;
         let node = c.node("quota", 1).await?;
         let first = one_device(backend, 3000, 10);
-        c.create(&hami_pod(backend, "within", &node, &first)?)
-            .await?;
+        c.create(
+            &DevicePod::new("within")
+                .devices(backend, &first)?
+                .on_node(&node)
+                .build(),
+        )
+        .await?;
         c.running("within", &node).await?;
-        let second = hami_pod(backend, "over", &node, &one_device(backend, 2000, 10))?;
+        let second = DevicePod::new("over")
+            .devices(backend, &one_device(backend, 2000, 10))?
+            .on_node(&node)
+            .build();
         let answer = c
             .ctx
             .step("a pod over the quota is denied", admit(&c, &second))
@@ -92,10 +100,9 @@ fn webhook_defaults(vendor: &str) -> hami_e2e_core::FnScenario {
         };
         let limit = first_limit;
         let node = c.node("whole", 1).await?;
-        let plain = PodBuilder::new("plain")
-            .command(["sleep", "3600"])
+        let plain = DevicePod::new("plain")
             .limit(&names.count, "1")
-            .node_selector("kubernetes.io/hostname", &node)
+            .on_node(&node)
             .build();
         let admitted = c
             .ctx
@@ -126,8 +133,7 @@ fn webhook_defaults(vendor: &str) -> hami_e2e_core::FnScenario {
             device.memory_mib
         );
 
-        let memory_only = PodBuilder::new("memory-only")
-            .command(["sleep", "3600"])
+        let memory_only = DevicePod::new("memory-only")
             .limit(&memory, "1000")
             .node_selector(NOWHERE.0, NOWHERE.1)
             .build();
@@ -147,8 +153,7 @@ fn webhook_defaults(vendor: &str) -> hami_e2e_core::FnScenario {
             "HAMi's webhook added {cores} to a {memory}-only pod"
         );
 
-        let over = PodBuilder::new("over-percentage")
-            .command(["sleep", "3600"])
+        let over = DevicePod::new("over-percentage")
             .limit(&names.count, "1")
             .limit(&percentage, "150")
             .node_selector(NOWHERE.0, NOWHERE.1)
@@ -246,8 +251,13 @@ fn numa(vendor: &str) -> hami_e2e_core::FnScenario {
         c.ns.api::<Pod>()
             .delete("bound", &DeleteParams::default().grace_period(0))
             .await?;
-        c.create(&hami_pod(backend, "unbound", &node, &pair)?)
-            .await?;
+        c.create(
+            &DevicePod::new("unbound")
+                .devices(backend, &pair)?
+                .on_node(&node)
+                .build(),
+        )
+        .await?;
         let unbound = c
             .ctx
             .step(
@@ -304,7 +314,8 @@ fn hundred_pods(vendor: &str) -> hami_e2e_core::FnScenario {
         let backend = c.backend()?;
         let request = one_device(backend, 3000, 20);
         let pod = |name: &str| -> Result<Pod, Failure> {
-            Ok(hami_pod_builder(backend, name, &request)?
+            Ok(DevicePod::new(name)
+                .devices(backend, &request)?
                 .node_selector(key, &group)
                 .label("hami-e2e.io/load", "hundred")
                 .annotation("hami.io/node-scheduler-policy", "spread")

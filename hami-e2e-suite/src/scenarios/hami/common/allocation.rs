@@ -9,7 +9,8 @@ use hami_e2e_devices::DeviceRequest;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 
-use crate::scenarios::hami::case::{hami_pod, hami_scenario, one_device, profile_of};
+use crate::scenarios::hami::case::{hami_scenario, one_device, profile_of};
+use crate::scenarios::pod::DevicePod;
 
 /// `hami::<vendor>::allocation`: a pod asking for one device with memory and cores is
 /// mutated by HAMi's webhook (its scheduler name), filtered and bound by HAMi to the fake
@@ -21,7 +22,10 @@ pub(super) fn allocation(vendor: &str) -> hami_e2e_core::FnScenario {
         let node = c.node("alloc", 2).await?;
         let backend = c.backend()?;
         let request = one_device(backend, 3000, 30);
-        let pod = hami_pod(backend, "alloc", &node, &request)?;
+        let pod = DevicePod::new("alloc")
+            .devices(backend, &request)?
+            .on_node(&node)
+            .build();
         c.ctx
             .step("create a pod asking for one device", c.create(&pod))
             .await?;
@@ -77,7 +81,10 @@ pub(super) fn sharing(vendor: &str) -> hami_e2e_core::FnScenario {
         let request = c.share(2, 5, 20)?;
         let mut ids = Vec::new();
         for name in ["first", "second"] {
-            let pod = hami_pod(backend, name, &node, &request)?;
+            let pod = DevicePod::new(name)
+                .devices(backend, &request)?
+                .on_node(&node)
+                .build();
             c.ctx
                 .step(
                     format!("pod {name} takes 40 % of the device"),
@@ -92,7 +99,10 @@ pub(super) fn sharing(vendor: &str) -> hami_e2e_core::FnScenario {
             ids.len() == 2 && ids[0] == ids[1],
             "the two pods do not share one device: {ids:?}"
         );
-        let pod = hami_pod(backend, "third", &node, &request)?;
+        let pod = DevicePod::new("third")
+            .devices(backend, &request)?
+            .on_node(&node)
+            .build();
         c.ctx
             .step("a third pod of 40 % is created", c.create(&pod))
             .await?;
@@ -148,7 +158,10 @@ pub(super) fn ten_in_a_row(vendor: &str) -> hami_e2e_core::FnScenario {
         let mut slowest = Duration::ZERO;
         for i in 0..10 {
             let name = format!("pod-{i}");
-            let pod = hami_pod(backend, &name, &node, &request)?;
+            let pod = DevicePod::new(&name)
+                .devices(backend, &request)?
+                .on_node(&node)
+                .build();
             let started = Instant::now();
             c.create(&pod).await?;
             let pod = c.running(&name, &node).await?;
@@ -173,11 +186,21 @@ pub(super) fn release(vendor: &str) -> hami_e2e_core::FnScenario {
         let node = c.node("free", 1).await?;
         let backend = c.backend()?;
         let request = c.share(3, 5, 20)?;
-        c.create(&hami_pod(backend, "holder", &node, &request)?)
-            .await?;
+        c.create(
+            &DevicePod::new("holder")
+                .devices(backend, &request)?
+                .on_node(&node)
+                .build(),
+        )
+        .await?;
         c.running("holder", &node).await?;
-        c.create(&hami_pod(backend, "waiter", &node, &request)?)
-            .await?;
+        c.create(
+            &DevicePod::new("waiter")
+                .devices(backend, &request)?
+                .on_node(&node)
+                .build(),
+        )
+        .await?;
         c.refused("waiter", "CardInsufficientMemory", &node).await?;
         c.delete_pod("holder").await?;
         let pod = c
@@ -197,8 +220,13 @@ pub(super) fn too_many_devices(vendor: &str) -> hami_e2e_core::FnScenario {
         let node = c.node("few", 1).await?;
         let backend = c.backend()?;
         let request = DeviceRequest::devices(2);
-        c.create(&hami_pod(backend, "greedy", &node, &request)?)
-            .await?;
+        c.create(
+            &DevicePod::new("greedy")
+                .devices(backend, &request)?
+                .on_node(&node)
+                .build(),
+        )
+        .await?;
         c.ctx
             .step(
                 "HAMi finds no node",
@@ -217,11 +245,22 @@ pub(super) fn time_slicing(vendor: &str) -> hami_e2e_core::FnScenario {
         let backend = c.backend()?;
         let request = one_device(backend, 1000, 5);
         for name in ["slice-1", "slice-2"] {
-            c.create(&hami_pod(backend, name, &node, &request)?).await?;
+            c.create(
+                &DevicePod::new(name)
+                    .devices(backend, &request)?
+                    .on_node(&node)
+                    .build(),
+            )
+            .await?;
             c.running(name, &node).await?;
         }
-        c.create(&hami_pod(backend, "slice-3", &node, &request)?)
-            .await?;
+        c.create(
+            &DevicePod::new("slice-3")
+                .devices(backend, &request)?
+                .on_node(&node)
+                .build(),
+        )
+        .await?;
         c.refused("slice-3", "CardTimeSlicingExhausted", &node)
             .await
     })
@@ -234,11 +273,21 @@ pub(super) fn cores(vendor: &str) -> hami_e2e_core::FnScenario {
         let node = c.node("cores", 1).await?;
         let backend = c.backend()?;
         let request = one_device(backend, 1000, 60);
-        c.create(&hami_pod(backend, "cores-1", &node, &request)?)
-            .await?;
+        c.create(
+            &DevicePod::new("cores-1")
+                .devices(backend, &request)?
+                .on_node(&node)
+                .build(),
+        )
+        .await?;
         c.running("cores-1", &node).await?;
-        c.create(&hami_pod(backend, "cores-2", &node, &request)?)
-            .await?;
+        c.create(
+            &DevicePod::new("cores-2")
+                .devices(backend, &request)?
+                .on_node(&node)
+                .build(),
+        )
+        .await?;
         c.refused("cores-2", "CardInsufficientCore", &node).await
     })
 }
@@ -250,20 +299,20 @@ pub(super) fn exclusive(vendor: &str) -> hami_e2e_core::FnScenario {
     hami_scenario(vendor, "exclusive", &[], |c| async move {
         let node = c.node("excl", 1).await?;
         let backend = c.backend()?;
-        c.create(&hami_pod(
-            backend,
-            "sharer",
-            &node,
-            &one_device(backend, 1000, 0),
-        )?)
+        c.create(
+            &DevicePod::new("sharer")
+                .devices(backend, &one_device(backend, 1000, 0))?
+                .on_node(&node)
+                .build(),
+        )
         .await?;
         c.running("sharer", &node).await?;
-        c.create(&hami_pod(
-            backend,
-            "whole",
-            &node,
-            &one_device(backend, 1000, 100),
-        )?)
+        c.create(
+            &DevicePod::new("whole")
+                .devices(backend, &one_device(backend, 1000, 100))?
+                .on_node(&node)
+                .build(),
+        )
         .await?;
         c.refused("whole", "ExclusiveDeviceAllocateConflict", &node)
             .await

@@ -10,9 +10,8 @@ use k8s_openapi::api::core::v1::{Event, Node, Pod};
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 
-use crate::scenarios::hami::case::{
-    HAMI_BUG, Outcome, POD_WAIT, hami_pod, hami_scenario, one_device, phase,
-};
+use crate::scenarios::hami::case::{HAMI_BUG, Outcome, POD_WAIT, hami_scenario, one_device, phase};
+use crate::scenarios::pod::DevicePod;
 
 /// `hami::<vendor>::allocation-failure` (fault): the device plugin fails a pod's
 /// allocation (`bind-phase: failed`, the pod `Failed` as kubelet marks it); the node lock
@@ -27,7 +26,12 @@ pub(super) fn allocation_failure(vendor: &str) -> hami_e2e_core::FnScenario {
         c.ctx
             .step(
                 "a pod whose allocation the device plugin fails",
-                c.create(&hami_pod(backend, "failed", &node, &request)?),
+                c.create(
+                    &DevicePod::new("failed")
+                        .devices(backend, &request)?
+                        .on_node(&node)
+                        .build(),
+                ),
             )
             .await?;
         let api = c.ns.api::<Pod>();
@@ -75,7 +79,12 @@ pub(super) fn allocation_failure(vendor: &str) -> hami_e2e_core::FnScenario {
         c.ctx
             .step(
                 "the next pod, 60 % of the same device, runs",
-                c.create(&hami_pod(backend, "next", &node, &request)?),
+                c.create(
+                    &DevicePod::new("next")
+                        .devices(backend, &request)?
+                        .on_node(&node)
+                        .build(),
+                ),
             )
             .await?;
         let next = c.running("next", &node).await?;
@@ -111,7 +120,13 @@ pub(super) fn lock_contention(vendor: &str) -> hami_e2e_core::FnScenario {
         let agent = c.hami.agent();
         agent.hold_acknowledgements(&node, true);
         for name in ["slow-first", "slow-second"] {
-            c.create(&hami_pod(backend, name, &node, &request)?).await?;
+            c.create(
+                &DevicePod::new(name)
+                    .devices(backend, &request)?
+                    .on_node(&node)
+                    .build(),
+            )
+            .await?;
         }
         let events: Api<Event> = Api::namespaced(c.ns.client(), c.ns.name());
         let contention = c
@@ -287,7 +302,12 @@ pub(super) fn plugin_gone(vendor: &str) -> hami_e2e_core::FnScenario {
             c.ctx
                 .step(
                     "a new pod finds no node",
-                    c.create(&hami_pod(backend, "orphan", &node, &request)?),
+                    c.create(
+                        &DevicePod::new("orphan")
+                            .devices(backend, &request)?
+                            .on_node(&node)
+                            .build(),
+                    ),
                 )
                 .await?;
             c.event("orphan", "FilteringFailed", "no available node")

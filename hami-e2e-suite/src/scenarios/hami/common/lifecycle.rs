@@ -14,10 +14,11 @@ use kube::api::Patch;
 use kube::{Api, ResourceExt};
 
 use crate::scenarios::hami::case::{
-    Case, HAMI_BUG, POD_WAIT, acknowledged, hami_pod, hami_pod_builder, hami_scenario,
-    hami_scenario_with, one_device, phase, pods_of,
+    Case, HAMI_BUG, POD_WAIT, acknowledged, hami_scenario, hami_scenario_with, one_device, phase,
+    pods_of,
 };
 use crate::scenarios::hami::oracle::sum_by_device;
+use crate::scenarios::pod::DevicePod;
 
 /// How long HAMi's per-device metrics may lag: they are refreshed on its register tick
 /// (every 15 s), plus a margin.
@@ -37,7 +38,10 @@ pub(super) fn job_completes(vendor: &str) -> hami_e2e_core::FnScenario {
         let node = c.node("job", 1).await?;
         let backend = c.backend()?;
         let request = c.share(3, 5, 20)?;
-        let pod = hami_pod(backend, "job-pod", &node, &request)?;
+        let pod = DevicePod::new("job-pod")
+            .devices(backend, &request)?
+            .on_node(&node)
+            .build();
         let job: Job = serde_json::from_value(serde_json::json!({
             "apiVersion": "batch/v1",
             "kind": "Job",
@@ -122,8 +126,10 @@ pub(super) fn deployment(vendor: &str) -> hami_e2e_core::FnScenario {
         let node = c.node("deploy", 1).await?;
         let backend = c.backend()?;
         let request = c.share(2, 5, 20)?;
-        let template = hami_pod_builder(backend, "replica", &request)?
-            .node_selector("kubernetes.io/hostname", &node);
+        let template = DevicePod::new("replica")
+            .devices(backend, &request)?
+            .on_node(&node)
+            .into_builder();
         let deployment = hami_e2e_k8s::DeploymentBuilder::new("shared", template)
             .replicas(2)
             .build();

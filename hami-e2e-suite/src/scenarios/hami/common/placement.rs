@@ -5,9 +5,8 @@
 use hami_e2e_core::{Failure, ensure};
 use hami_e2e_devices::PodOptions;
 
-use crate::scenarios::hami::case::{
-    HAMI_BUG, hami_pod, hami_pod_builder, hami_scenario, one_device,
-};
+use crate::scenarios::hami::case::{HAMI_BUG, hami_scenario, one_device};
+use crate::scenarios::pod::DevicePod;
 
 /// `hami::<vendor>::device-choice`: the pod's use/avoid id annotations (the vendor's
 /// keys): asking for the second device's id puts the pod on it; avoiding it puts the pod
@@ -107,8 +106,13 @@ pub(super) fn device_policy(vendor: &str) -> hami_e2e_core::FnScenario {
         let node = c.node("dpol", 2).await?;
         let backend = c.backend()?;
         let request = one_device(backend, 1000, 10);
-        c.create(&hami_pod(backend, "first", &node, &request)?)
-            .await?;
+        c.create(
+            &DevicePod::new("first")
+                .devices(backend, &request)?
+                .on_node(&node)
+                .build(),
+        )
+        .await?;
         let first = c.running("first", &node).await?;
         let used = c.device_ids(&first)?;
         let policy = |p: &str| vec![("hami.io/gpu-scheduler-policy".to_string(), p.to_string())];
@@ -130,8 +134,13 @@ pub(super) fn device_policy(vendor: &str) -> hami_e2e_core::FnScenario {
         );
         // Two pods on the first device, one on the second: HAMi's default (spread) picks
         // the second, binpack would pick the first.
-        c.create(&hami_pod(backend, "default", &node, &request)?)
-            .await?;
+        c.create(
+            &DevicePod::new("default")
+                .devices(backend, &request)?
+                .on_node(&node)
+                .build(),
+        )
+        .await?;
         let default = c.running("default", &node).await?;
         let got_default = c.device_ids(&default)?;
         ensure!(
@@ -153,11 +162,17 @@ pub(super) fn node_policy(vendor: &str) -> hami_e2e_core::FnScenario {
         let idle = c.node_with("idle", 1, |_| {}, &[(key, &group)]).await?;
         let backend = c.backend()?;
         let request = one_device(backend, 1000, 10);
-        c.create(&hami_pod(backend, "resident", &busy, &request)?)
-            .await?;
+        c.create(
+            &DevicePod::new("resident")
+                .devices(backend, &request)?
+                .on_node(&busy)
+                .build(),
+        )
+        .await?;
         c.running("resident", &busy).await?;
         for (name, want) in [("binpack", &busy), ("spread", &idle)] {
-            let pod = hami_pod_builder(backend, name, &request)?
+            let pod = DevicePod::new(name)
+                .devices(backend, &request)?
                 .node_selector(key, &group)
                 .annotation("hami.io/node-scheduler-policy", name)
                 .build();
@@ -171,7 +186,8 @@ pub(super) fn node_policy(vendor: &str) -> hami_e2e_core::FnScenario {
         }
         // Two pods on the busy node, one on the idle: HAMi's default (binpack) picks the
         // busy one.
-        let pod = hami_pod_builder(backend, "default", &request)?
+        let pod = DevicePod::new("default")
+            .devices(backend, &request)?
             .node_selector(key, &group)
             .build();
         c.create(&pod).await?;
@@ -230,8 +246,13 @@ pub(super) fn mutex(vendor: &str) -> hami_e2e_core::FnScenario {
         let node = c.node("mutex", 2).await?;
         let backend = c.backend()?;
         let request = one_device(backend, 1000, 10);
-        c.create(&hami_pod(backend, "resident", &node, &request)?)
-            .await?;
+        c.create(
+            &DevicePod::new("resident")
+                .devices(backend, &request)?
+                .on_node(&node)
+                .build(),
+        )
+        .await?;
         let resident = c.running("resident", &node).await?;
         let used = c.device_ids(&resident)?;
         c.create_annotated("mutex-1", &node, &request, &policy_annotation("mutex"))
@@ -252,8 +273,13 @@ pub(super) fn mutex(vendor: &str) -> hami_e2e_core::FnScenario {
             .await?;
         c.refused("mutex-2", "ExclusiveDeviceAllocateConflict", &node)
             .await?;
-        c.create(&hami_pod(backend, "sharer", &node, &request)?)
-            .await?;
+        c.create(
+            &DevicePod::new("sharer")
+                .devices(backend, &request)?
+                .on_node(&node)
+                .build(),
+        )
+        .await?;
         c.ctx
             .step(
                 "a pod without the policy still shares a device",

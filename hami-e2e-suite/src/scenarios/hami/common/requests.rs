@@ -3,27 +3,9 @@
 
 use hami_e2e_core::{Failure, ensure};
 use hami_e2e_devices::{DeviceBackend, DeviceRequest, PodRequest};
-use hami_e2e_k8s::PodBuilder;
 
-use crate::scenarios::hami::case::{
-    HAMI_BUG, hami_pod, hami_scenario, in_units, one_device, profile_of,
-};
-
-/// `pod` with `backend`'s limits for `request` on its current container.
-fn with_limits(
-    mut pod: PodBuilder,
-    backend: &dyn DeviceBackend,
-    request: &DeviceRequest,
-) -> Result<PodBuilder, Failure> {
-    for (k, v) in backend
-        .container_resources(request)?
-        .limits
-        .unwrap_or_default()
-    {
-        pod = pod.limit(k, v.0);
-    }
-    Ok(pod)
-}
+use crate::scenarios::hami::case::{HAMI_BUG, hami_scenario, in_units, one_device, profile_of};
+use crate::scenarios::pod::DevicePod;
 
 /// A request of two devices: for Ascend whole ones (its hard split gives several devices
 /// only whole), for the others 2000 MiB and 20 % of the cores of each.
@@ -62,17 +44,12 @@ pub(super) fn containers(vendor: &str) -> hami_e2e_core::FnScenario {
         let profile = profile_of(backend).ok_or_else(|| Failure::msg("no profile"))?;
         let first = one_device(backend, 2000, 20);
         let last = one_device(backend, profile.memory_mib / 2, 30);
-        let pod = with_limits(
-            PodBuilder::new("three").command(["sleep", "3600"]),
-            backend,
-            &first,
-        )?
-        .container("plain")
-        .command(["sleep", "3600"])
-        .container("last")
-        .command(["sleep", "3600"]);
-        let pod = with_limits(pod, backend, &last)?
-            .node_selector("kubernetes.io/hostname", &node)
+        let pod = DevicePod::new("three")
+            .devices(backend, &first)?
+            .container("plain")
+            .container("last")
+            .devices(backend, &last)?
+            .on_node(&node)
             .build();
         c.ctx
             .step(
@@ -111,8 +88,13 @@ pub(super) fn devices(vendor: &str) -> hami_e2e_core::FnScenario {
         let node = c.node("multi", 3).await?;
         let backend = c.backend()?;
         let request = two_devices(backend);
-        c.create(&hami_pod(backend, "pair", &node, &request)?)
-            .await?;
+        c.create(
+            &DevicePod::new("pair")
+                .devices(backend, &request)?
+                .on_node(&node)
+                .build(),
+        )
+        .await?;
         let pod = c
             .ctx
             .step("a two-device pod runs", c.running("pair", &node))
@@ -139,8 +121,13 @@ pub(super) fn memory_percentage(vendor: &str) -> hami_e2e_core::FnScenario {
         let node = c.node("pct", 1).await?;
         let backend = c.backend()?;
         let quarter = DeviceRequest::devices(1).memory_percentage(25).cores(10);
-        c.create(&hami_pod(backend, "quarter", &node, &quarter)?)
-            .await?;
+        c.create(
+            &DevicePod::new("quarter")
+                .devices(backend, &quarter)?
+                .on_node(&node)
+                .build(),
+        )
+        .await?;
         let pod = c.running("quarter", &node).await?;
         let allocation = c.check_allocation(&pod, &quarter, &node).await?;
         let device = c
@@ -156,7 +143,13 @@ pub(super) fn memory_percentage(vendor: &str) -> hami_e2e_core::FnScenario {
             device.memory_mib
         );
         let most = DeviceRequest::devices(1).memory_percentage(80).cores(10);
-        c.create(&hami_pod(backend, "most", &node, &most)?).await?;
+        c.create(
+            &DevicePod::new("most")
+                .devices(backend, &most)?
+                .on_node(&node)
+                .build(),
+        )
+        .await?;
         c.refused("most", "CardInsufficientMemory", &node).await
     })
 }

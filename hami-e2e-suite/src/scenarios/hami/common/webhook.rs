@@ -1,11 +1,11 @@
 //! HAMi's webhook, for every vendor: the pods it denies and the ones it leaves alone.
 
 use hami_e2e_core::{Failure, ensure};
-use hami_e2e_k8s::PodBuilder;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 
-use crate::scenarios::hami::case::{NOWHERE, admit, hami_pod_builder, hami_scenario, one_device};
+use crate::scenarios::hami::case::{NOWHERE, admit, hami_scenario, one_device};
+use crate::scenarios::pod::DevicePod;
 
 fn scheduler_of(pod: &Pod) -> String {
     pod.spec
@@ -26,12 +26,16 @@ pub(super) fn webhook_guards(vendor: &str) -> hami_e2e_core::FnScenario {
         let denied = [
             (
                 "privileged",
-                hami_pod_builder(backend, "privileged", &request)?.privileged(),
+                DevicePod::new("privileged")
+                    .devices(backend, &request)?
+                    .privileged(),
                 "container main is privileged",
             ),
             (
                 "preset node",
-                hami_pod_builder(backend, "preset-node", &request)?.node_name("hami-e2e-nowhere"),
+                DevicePod::new("preset-node")
+                    .devices(backend, &request)?
+                    .node_name("hami-e2e-nowhere"),
                 "pod has node assigned",
             ),
         ];
@@ -60,20 +64,21 @@ pub(super) fn webhook_guards(vendor: &str) -> hami_e2e_core::FnScenario {
         let untouched = [
             (
                 "labelled hami.io/webhook: ignore",
-                hami_pod_builder(backend, "ignored", &request)?.label("hami.io/webhook", "ignore"),
+                DevicePod::new("ignored")
+                    .devices(backend, &request)?
+                    .ignored_by_hami_webhook(),
                 "default-scheduler",
             ),
             (
                 "of another scheduler",
-                hami_pod_builder(backend, "other-scheduler", &request)?
+                DevicePod::new("other-scheduler")
+                    .devices(backend, &request)?
                     .scheduler_name("other-scheduler"),
                 "other-scheduler",
             ),
             (
                 "privileged without devices",
-                PodBuilder::new("privileged-plain")
-                    .command(["sleep", "3600"])
-                    .privileged(),
+                DevicePod::new("privileged-plain").privileged(),
                 "default-scheduler",
             ),
         ];
