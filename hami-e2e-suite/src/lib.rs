@@ -1,17 +1,40 @@
 //! HAMi's official end-to-end scenarios, as a library that downstream forks extend.
 //!
+//! ```
+//! // The scenarios for the built-in device backends: NVIDIA, Cambricon, Hygon and Ascend.
+//! let names: Vec<String> = hami_e2e_suite::Suite::new()
+//!     .scenarios()
+//!     .iter()
+//!     .map(|s| s.name().to_string())
+//!     .collect();
+//! assert!(names.contains(&"cluster::nodes-ready".to_string()));
+//! assert!(names.contains(&"devices::nvidia::fake-node".to_string()));
+//! assert!(names.contains(&"hami::ascend::vnpu-mode".to_string()));
+//! ```
+//!
 //! The suite runs against the cluster of `--kubeconfig`/`KUBECONFIG`, or, with neither, a
-//! local cluster it starts itself (see `hami_e2e_k8s::ClusterSource`). It holds scenarios
-//! that check the cluster, the runner, and every device backend's fake devices and device
-//! accounting (`devices::<vendor>::{fake-node, whole-devices, node-capacity, node-selector}`,
-//! the last three on the [`DevicePoolFixture`]'s nodes and admitted by the devices they
-//! hold); HAMi's own
-//! scenarios need HAMi's scheduler on the local cluster, which waits for HAMi's Go module.
+//! local cluster it starts itself (see `hami_e2e_k8s::ClusterSource`). Its scenarios:
+//!
+//! - `cluster::*`: the cluster's nodes are Ready and a pod runs in a scenario's namespace.
+//! - `devices::<vendor>::{fake-node, whole-devices, node-capacity, node-selector}` for every
+//!   backend of the run's [`DeviceRegistry`]: its fake devices and Kubernetes' accounting
+//!   of them, the last three on the [`DevicePoolFixture`]'s nodes (on a cluster of yours,
+//!   its own devices) and admitted by the devices they hold; and, for a backend with a
+//!   limit probe, `memory-limit` on real devices through the cluster's HAMi.
+//! - `hami::<vendor>::*` and `hami::all::*`: HAMi's real scheduler and webhook on the local
+//!   cluster, over fake nodes. Give the scheduler binary with `HAMI_E2E_HAMI_SCHEDULER`, or
+//!   a HAMi checkout to build it from with `HAMI_E2E_HAMI_SOURCE`; with neither, the suite
+//!   builds the pinned release (`HAMI_E2E_HAMI_VERSION` picks another) from HAMi's Go
+//!   module, which needs `go` and a Go module proxy that serves HAMi. Without a scheduler
+//!   they are skipped, naming the reason (failed under `--require`). The upgrade scenario
+//!   also needs the previous release: `HAMI_E2E_HAMI_SCHEDULER_PREVIOUS` or
+//!   `HAMI_E2E_HAMI_SOURCE_PREVIOUS`.
+//!
 //! `hami-e2e run` ends with a [`verdict`] per vendor and node.
 //!
-//! Every backend of the run's [`DeviceRegistry`] gets the
-//! device scenarios (`devices::<vendor>::...`). A fork, or a vendor's crate, adds its backend
-//! and scenarios with [`Suite`] and keeps everything else, the command line included:
+//! A fork, or a vendor's crate, adds its backend (which then gets the device scenarios, and
+//! HAMi's where HAMi serves its vendor) and scenarios with [`Suite`] and keeps everything
+//! else, the command line included:
 //!
 //! ```no_run
 //! // tests/e2e.rs of a fork, with `harness = false`
@@ -21,12 +44,6 @@
 //!         .scenario(hami_e2e_core::scenario("fork/extra").run(|_ctx| async { Ok(()) }))
 //!         .main()
 //! }
-//! ```
-//!
-//! ```
-//! let names: Vec<String> = hami_e2e_suite::Suite::new().scenarios().iter().map(|s| s.name().to_string()).collect();
-//! assert!(names.contains(&"cluster::nodes-ready".to_string()));
-//! assert!(names.contains(&"devices::nvidia::fake-node".to_string()));
 //! ```
 
 use std::process::ExitCode;
