@@ -15,7 +15,6 @@ use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 
 use crate::fixtures::{DevicesFixture, LOCAL_CLUSTER};
-
 use crate::scenarios::hami::case::{Case, hami_scenario_with};
 use crate::scenarios::hami::oracle::{series, vgpu_memory_by_device};
 use crate::scenarios::pod::DevicePod;

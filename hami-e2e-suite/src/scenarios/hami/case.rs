@@ -18,7 +18,6 @@ use kube::api::{DeleteParams, ListParams};
 use kube::{Api, ResourceExt};
 
 use crate::fixtures::{DevicesFixture, LOCAL_CLUSTER};
-
 use crate::scenarios::hami::oracle::allocation_oracle;
 use crate::scenarios::pod::DevicePod;
 
@@ -638,6 +637,7 @@ pub(super) async fn pods_of(ns: &TestNamespace, selector: &str) -> Result<Vec<Po
         .items)
 }
 
+/// Whether `pod` runs with its allocation acknowledged (`bind-phase: success`).
 pub(super) fn acknowledged(pod: &Pod) -> bool {
     phase(pod) == "Running"
         && pod.annotations().get(BIND_PHASE).map(String::as_str) == Some("success")

@@ -14,7 +14,6 @@ use kube::api::{DeleteParams, ListParams};
 use kube::{Api, ResourceExt};
 
 use crate::fixtures::LOCAL_CLUSTER;
-
 use crate::scenarios::hami::case::{
     HAMI_BUG, NOWHERE, acknowledged, admit, first_limit, hami_scenario, one_device, phase, pods_of,
 };
