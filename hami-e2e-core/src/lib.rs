@@ -94,6 +94,7 @@ mod event;
 mod failure;
 mod filter;
 mod fixture;
+pub mod progress;
 pub mod report;
 mod requirement;
 mod runner;

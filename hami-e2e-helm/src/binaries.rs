@@ -1218,11 +1218,10 @@ fn short(commit: &str, n: usize) -> &str {
     commit.get(..n).unwrap_or(commit)
 }
 
-/// A progress line: logged, and printed on stderr so that it shows under `cargo test` and
-/// nextest.
+/// A progress line, on the terminal under `cargo test` and nextest too (see
+/// [`hami_e2e_core::progress`]).
 fn progress(line: &str) {
-    tracing::info!("{line}");
-    eprintln!("hami-e2e: {line}");
+    hami_e2e_core::progress::line(&format!("hami-e2e: {line}"));
 }
 
 fn io_error<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {

@@ -1,5 +1,5 @@
 //! `cargo bench -p hami-e2e-k8s --bench admission`: what device admission through the
-//! cluster costs (the ConfigMap of `hami_e2e_k8s::admission`), against the local cluster.
+//! cluster costs (the ConfigMap of `hami_e2e_k8s::cleanup::admission`), against the local cluster.
 //!
 //! One holder: a reservation and its release, one after the other (each is a read and a
 //! conditional write; the last release deletes the ConfigMap, the next reservation creates

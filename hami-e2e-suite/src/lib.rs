@@ -289,7 +289,7 @@ impl Suite {
 
     /// Parses the process's arguments and runs: the `main` of a `harness = false` target.
     /// Under `cargo nextest`, the run's processes share one local cluster (see
-    /// `hami_e2e_k8s::shared`).
+    /// `hami_e2e_k8s::local::shared`).
     pub fn main(self) -> ExitCode {
         if supervise_if_asked() {
             return ExitCode::SUCCESS;

@@ -26,7 +26,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use hami_e2e_core::progress::{self, LongStep};
 
 use crate::error::{Error, Result};
 
@@ -627,10 +629,10 @@ impl BinaryCache {
         let lock_path = bin.join(format!("{key}.lock"));
         let lock = std::fs::File::create(&lock_path).map_err(io("create lock file", &lock_path))?;
         if lock.try_lock().is_err() {
-            eprintln!(
-                "hami-e2e: waiting for another process that is building {} {}",
+            progress::line(&format!(
+                "hami-e2e: {} {}: waiting for another process that is building it",
                 spec.component, spec.version
-            );
+            ));
             let lock = tokio::task::spawn_blocking(move || lock.lock().map(|()| lock))
                 .await
                 .map_err(|e| Error::Io {
@@ -696,23 +698,27 @@ impl BinaryCache {
         let _ = std::fs::remove_dir_all(&partial);
         std::fs::create_dir_all(&partial).map_err(io("create folder", &partial))?;
 
-        let started = Instant::now();
         let note = if spec.component == "kubernetes" {
             "first run only; a cold build of Kubernetes takes 5-30 minutes on 2 cores"
         } else {
             "first run only"
         };
-        eprintln!(
-            "hami-e2e: building {} {} with {go_version} into {} ({note})",
+        let whole = LongStep::start(&spec.component, &spec.version, Some(&log_path), "build");
+        progress::line(&format!(
+            "hami-e2e: {} {}: {go_version}, into {} ({note})",
             spec.component,
             spec.version,
             dir.display()
-        );
+        ));
         let mut log_text = String::new();
         for build in &spec.builds {
-            let step_started = Instant::now();
             let what = build.label();
-            eprintln!("hami-e2e:   go build {what} ...");
+            let step = LongStep::start(
+                &spec.component,
+                &spec.version,
+                Some(&log_path),
+                format!("go build {what}"),
+            );
             let output = if build.output.ends_with('/') {
                 format!("{}/", partial.display())
             } else {
@@ -746,7 +752,7 @@ impl BinaryCache {
             let out = loop {
                 tokio::select! {
                     out = &mut wait.0 => break out,
-                    _ = ticker.tick() => eprintln!("hami-e2e:   still building {what} ({})", hami_e2e_core::format_duration(step_started.elapsed())),
+                    _ = ticker.tick() => step.note(&format!("still building {what}")),
                 }
             };
             let out = out
@@ -768,6 +774,7 @@ impl BinaryCache {
             ));
             let _ = std::fs::write(&log_path, &log_text);
             if !status.success() {
+                step.fail(&status);
                 return Err(Error::GoBuild {
                     component: spec.component.clone(),
                     version: spec.version.clone(),
@@ -775,10 +782,7 @@ impl BinaryCache {
                     output: tail(&text, 30),
                 });
             }
-            eprintln!(
-                "hami-e2e:   built {what} in {}",
-                hami_e2e_core::format_duration(step_started.elapsed())
-            );
+            step.finish();
         }
         post(&module_dir, &partial)?;
         let marker = partial.join(".complete");
@@ -787,12 +791,7 @@ impl BinaryCache {
             std::fs::remove_dir_all(dir).map_err(io("remove stale folder", dir))?;
         }
         std::fs::rename(&partial, dir).map_err(io("rename", &partial))?;
-        eprintln!(
-            "hami-e2e: built {} {} in {}",
-            spec.component,
-            spec.version,
-            hami_e2e_core::format_duration(started.elapsed())
-        );
+        whole.finish();
         Ok(dir.to_path_buf())
     }
 }

@@ -47,6 +47,8 @@ pub use fixture::LocalClusterFixture;
 pub use node::{KWOK_NODE_ANNOTATION, NodeSpec};
 pub(crate) use process::log_tail;
 
+use hami_e2e_core::progress::LongStep;
+
 use crate::error::{Error, Result};
 use crate::local::bincache::{BinaryCache, KubernetesRelease};
 use crate::toolkit::access::client_from_kubeconfig;
@@ -520,22 +522,30 @@ impl LocalCluster {
         }
         let cache = options.cache.clone().unwrap_or_default();
         let (k8s, kwok) = futures::try_join!(cache.kubernetes(&release), cache.kwok())?;
+        let mut step = LongStep::start("local cluster", &k8s.version, None, "start-up");
         let mut attempt = 0;
         let cluster = loop {
             attempt += 1;
             match Self::try_start(&options, &k8s, &kwok).await {
-                Ok(cluster) => break cluster,
+                Ok(cluster) => {
+                    step.set_log(&cluster.dir.join("logs"));
+                    break cluster;
+                }
                 Err(Error::ComponentExited { ref log_tail, .. })
                     if attempt < 3 && log_tail.contains("address already in use") =>
                 {
                     tracing::info!("a port was taken during start-up; retrying with new ports");
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    step.fail(&e);
+                    return Err(e);
+                }
             }
         };
         for node in &options.nodes {
             cluster.add_node(node.clone()).await?;
         }
+        step.finish();
         tracing::info!(
             version = %cluster.version,
             server = %cluster.server,
