@@ -3,7 +3,7 @@
 //! plane.
 //!
 //! ```
-//! use kube::runtime::wait::Condition;
+//! use hami_e2e_k8s::wait::Condition;
 //! use hami_e2e_k8s::{ClusterAccess, ClusterArgs, ClusterSource, PodBuilder, ownership_labels, wait};
 //!
 //! // Which cluster: --kubeconfig (or KUBECONFIG), --in-cluster, else a local cluster.
@@ -17,7 +17,7 @@
 //! assert_eq!(pod.metadata.labels.as_ref().unwrap()["hami-e2e.io/scenario"], "nvidia-allocation");
 //!
 //! // Wait conditions are plain functions of the object, checked here without a cluster.
-//! assert!(!wait::is_pod_running().matches_object(Some(&pod)));
+//! assert_eq!(wait::is_pod_running().check(Some(&pod)), wait::Verdict::Pending);
 //! ```
 //!
 //! Usable on its own from any crate's tests (add `hami-e2e-core` and `hami-e2e-k8s` as

@@ -34,7 +34,7 @@
 //! ```no_run
 //! # async fn f(client: kube::Client) -> hami_e2e_k8s::Result<()> {
 //! use std::time::Duration;
-//! use hami_e2e_k8s::cleanup::lease::{RunLease, reap};
+//! use hami_e2e_k8s::{RunLease, reap};
 //!
 //! let report = reap(&client).await?; // what dead runs left
 //! println!("reaped {:?}, restored {:?}", report.deleted, report.restored);
