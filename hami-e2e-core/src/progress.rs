@@ -7,7 +7,8 @@
 //! and when it ends (with the component, version, elapsed time and log path): on standard
 //! error when that is a terminal (written directly, past libtest's capture), else on the
 //! process's controlling terminal (`/dev/tty`, as under nextest), else on standard error
-//! (CI logs). Each line is logged with `tracing` too.
+//! (CI logs). Each line is also logged with `tracing`, at debug level (so that a subscriber
+//! printing to the same terminal does not show it twice).
 //!
 //! ```
 //! use hami_e2e_core::progress::LongStep;
@@ -27,7 +28,7 @@ use crate::duration::format_duration;
 /// Writes `line` (one line, without its newline) where a person running the tests sees it:
 /// see the [module docs](self).
 pub fn line(line: &str) {
-    tracing::info!(target: "hami_e2e::progress", "{line}");
+    tracing::debug!(target: "hami_e2e::progress", "{line}");
     let text = format!("{line}\n");
     let stderr = std::io::stderr();
     if !stderr.is_terminal()
