@@ -17,7 +17,7 @@
 //!    ([`hami_scheduler_from_source`], [`HamiCheckout`]).
 //! 3. **The pinned release**: `cmd/scheduler` of `github.com/Project-HAMi/HAMi` at the
 //!    [`HamiRelease`] chosen by `HAMI_E2E_HAMI_VERSION` (default v2.10.0), built from its
-//!    Go module (`go/hami-2.10`) with cgo (its NVIDIA packages wrap go-nvml; the machine's
+//!    Go module (`hami-e2e-helm/src/go/hami-2.10`) with cgo (its NVIDIA packages wrap go-nvml; the machine's
 //!    C compiler is needed, no NVIDIA library).
 //!
 //! [`find_hami_scheduler`] applies the order and tells three outcomes apart: a binary; a
@@ -34,7 +34,7 @@
 //! - **HAMi's sources**: [`hami_module_dir`] is the pinned module's folder in Go's module
 //!   cache; it holds the Helm chart, `charts/hami`.
 //! - **helm**: [`helm`] takes `HAMI_E2E_HELM`, else a `helm` v3 on `PATH`, else builds
-//!   `helm.sh/helm/v3` from `go/helm`.
+//!   `helm.sh/helm/v3` from `hami-e2e-helm/src/go/helm`.
 //!
 //! HAMi's tags are `v2.x` on a module path without `/v2`, so Go cannot use them as module
 //! versions: each release is pinned by its commit's pseudo-version
@@ -108,7 +108,7 @@ const HELM_GO_MOD: &str = include_str!("go/helm/go.mod");
 const HELM_GO_SUM: &str = include_str!("go/helm/go.sum");
 const HELM_TOOLS_GO: &str = include_str!("go/helm/tools.go");
 
-/// A HAMi release this crate can build, pinned by a Go module in `go/hami-<minor>/`.
+/// A HAMi release this crate can build, pinned by a Go module in `hami-e2e-helm/src/go/hami-<minor>/`.
 ///
 /// ```
 /// use hami_e2e_helm::binaries::HamiRelease;
@@ -159,7 +159,8 @@ impl HamiRelease {
 
     /// The Go module version pinning the commit, `v0.0.0-20260821062039-4707fb02c91c`.
     pub fn pseudo_version(&self) -> &'static str {
-        required_version(self.go_mod, HAMI_MODULE).expect("go/hami-*/go.mod requires HAMi")
+        required_version(self.go_mod, HAMI_MODULE)
+            .expect("hami-e2e-helm/src/go/hami-*/go.mod requires HAMi")
     }
 
     /// The release for `version` (`2.9`, `v2.9.0`, `2.9.0`), or the default (newest) for
@@ -287,7 +288,7 @@ pub enum BinarySource {
     Path,
     /// Built from the Go module pinned in `go/<module>` into the binary cache.
     Built {
-        /// The folder in the repository's `go/` that pins it (`go/hami-2.10`).
+        /// The folder that pins it (`hami-e2e-helm/src/go/hami-2.10`).
         pin: String,
     },
     /// Built from a HAMi checkout (`HAMI_E2E_HAMI_SOURCE`) into the binary cache.
@@ -428,7 +429,7 @@ pub async fn hami_scheduler_from(
     }
     let dir = cache.build_go(&release.go_module()).await?;
     let path = dir.join("scheduler");
-    let pin = format!("go/hami-{}", minor_of(release.version()));
+    let pin = format!("hami-e2e-helm/src/go/hami-{}", minor_of(release.version()));
     let bad = |message: String| Error::BadBinary {
         what: "HAMi scheduler",
         path: path.clone(),
@@ -553,7 +554,7 @@ pub enum FindSchedulerError {
     Unavailable {
         /// One line naming the three ways and why the last one failed: `no HAMi
         /// scheduler: HAMI_E2E_HAMI_SCHEDULER and HAMI_E2E_HAMI_SOURCE are unset, and
-        /// building HAMi v2.10.0 from its Go module (go/hami-2.10) failed: go:
+        /// building HAMi v2.10.0 from its Go module (hami-e2e-helm/src/go/hami-2.10) failed: go:
         /// github.com/Project-HAMi/HAMi@v0.0.0-…: reading https://proxy.golang.org/…: 403
         /// Forbidden (go's output: …/logs/hami-scheduler-v2.10.0.log)`.
         reason: String,
@@ -800,7 +801,7 @@ fn unavailable_reason(
         _ => return None,
     };
     Some(format!(
-        "no HAMi scheduler: {HAMI_SCHEDULER_ENV} and {HAMI_SOURCE_ENV} are unset, and building HAMi {} from its Go module (go/hami-{}) failed: {why}",
+        "no HAMi scheduler: {HAMI_SCHEDULER_ENV} and {HAMI_SOURCE_ENV} are unset, and building HAMi {} from its Go module (hami-e2e-helm/src/go/hami-{}) failed: {why}",
         release.version(),
         minor_of(release.version()),
     ))
@@ -1447,13 +1448,14 @@ pub async fn hami_module_dir(cache: &BinaryCache, release: &HamiRelease) -> Resu
         .await?)
 }
 
-/// The pinned helm version (`v3.22.0`), from `go/helm/go.mod`.
+/// The pinned helm version (`v3.22.0`), from `hami-e2e-helm/src/go/helm/go.mod`.
 ///
 /// ```
 /// assert!(hami_e2e_helm::binaries::pinned_helm_version().starts_with("v3."));
 /// ```
 pub fn pinned_helm_version() -> &'static str {
-    required_version(HELM_GO_MOD, "helm.sh/helm/v3").expect("go/helm/go.mod requires helm v3")
+    required_version(HELM_GO_MOD, "helm.sh/helm/v3")
+        .expect("hami-e2e-helm/src/go/helm/go.mod requires helm v3")
 }
 
 /// The helm Go module and its build: the version linker flags of helm's Makefile, including
@@ -1487,7 +1489,7 @@ pub fn helm_module() -> GoModule {
 }
 
 /// The `helm` CLI: `HAMI_E2E_HELM` if set, else `helm` on `PATH` if it is a supported
-/// major version (v3), else built from `go/helm`. Same as [`helm_from`] with the process's
+/// major version (v3), else built from `hami-e2e-helm/src/go/helm`. Same as [`helm_from`] with the process's
 /// `HAMI_E2E_HELM` and `PATH`.
 ///
 /// ```no_run
@@ -1598,7 +1600,7 @@ pub async fn helm_from(
     }
     let dir = cache.build_go(&helm_module()).await?;
     let path = dir.join("helm");
-    let pin = "go/helm".to_string();
+    let pin = "hami-e2e-helm/src/go/helm".to_string();
     let bad = |message: String| Error::BadBinary {
         what: "helm",
         path: path.clone(),
@@ -1955,7 +1957,7 @@ mod tests {
         assert!(
             reason.starts_with(
                 "no HAMi scheduler: HAMI_E2E_HAMI_SCHEDULER and HAMI_E2E_HAMI_SOURCE are unset, \
-                 and building HAMi v2.10.0 from its Go module (go/hami-2.10) failed: cannot run `go` ("
+                 and building HAMi v2.10.0 from its Go module (hami-e2e-helm/src/go/hami-2.10) failed: cannot run `go` ("
             ),
             "{reason}"
         );

@@ -57,7 +57,7 @@ async fn hami_scheduler_of_the_default_release_runs_and_reports_its_version() {
     let help = run(&scheduler.path, &["--help"]);
     assert!(help.contains("--device-config-file"), "{help}");
     if let BinarySource::Built { pin } = &scheduler.source {
-        assert_eq!(pin, "go/hami-2.10");
+        assert_eq!(pin, "hami-e2e-helm/src/go/hami-2.10");
         assert_eq!(scheduler.version, "v2.10.0");
         assert!(version.contains("v2.10.0"), "{version}");
         assert!(version.contains(&release.commit()[..12]), "{version}");
@@ -794,7 +794,7 @@ async fn the_pinned_module_child() {
     assert!(
         reason.starts_with(
             "no HAMi scheduler: HAMI_E2E_HAMI_SCHEDULER and HAMI_E2E_HAMI_SOURCE are unset, \
-             and building HAMi v2.10.0 from its Go module (go/hami-2.10) failed: \
+             and building HAMi v2.10.0 from its Go module (hami-e2e-helm/src/go/hami-2.10) failed: \
              go: github.com/Project-HAMi/HAMi@v0.0.0-20260821062039-4707fb02c91c: reading https://proxy.golang.org/"
         ),
         "{reason}"

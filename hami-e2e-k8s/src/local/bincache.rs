@@ -1,5 +1,5 @@
 //! The Go-built binaries of the local cluster: built once from the Go modules pinned in the
-//! repository's `go/` folder, cached outside the repository by component and version.
+//! this crate's `src/local/go/` folder, cached outside the repository by component and version.
 //!
 //! The pins (`go.mod`, `go.sum`) are compiled into this crate, so the build works from any
 //! checkout or dependent crate: it writes them into the cache and runs `go build` there with
@@ -40,7 +40,7 @@ pub struct KubernetesRelease {
     tools_go: &'static str,
 }
 
-/// The Kubernetes releases pinned in `go/`, newest first. The first is the default.
+/// The Kubernetes releases pinned in `src/local/go/`, newest first. The first is the default.
 pub const KUBERNETES_RELEASES: &[KubernetesRelease] = &[
     KubernetesRelease {
         go_mod: include_str!("go/kubernetes-1.37/go.mod"),
@@ -91,7 +91,7 @@ impl KubernetesRelease {
     /// The release's version, `v1.37.2`.
     pub fn version(&self) -> &'static str {
         required_version(self.go_mod, "k8s.io/kubernetes")
-            .expect("go/kubernetes-*/go.mod requires k8s.io/kubernetes")
+            .expect("src/local/go/kubernetes-*/go.mod requires k8s.io/kubernetes")
     }
 
     /// The etcd version built with it (`v3.7.0`), chosen by Go's minimal version selection.
@@ -487,7 +487,7 @@ impl BinaryCache {
     /// [`Error::GoMissing`], [`Error::GoBuild`], [`Error::Io`].
     pub async fn kwok(&self) -> Result<KwokBinaries> {
         let version = required_version(KWOK_GO_MOD, "sigs.k8s.io/kwok")
-            .expect("go/kwok/go.mod requires kwok")
+            .expect("src/local/go/kwok/go.mod requires kwok")
             .to_string();
         let module = GoModule::new(
             "kwok",

@@ -213,6 +213,16 @@ impl Case {
         Ok(pod)
     }
 
+    /// Creates a pod `name` asking `request` on `node`.
+    pub(super) async fn create_on(
+        &self,
+        name: &str,
+        node: &str,
+        request: &DeviceRequest,
+    ) -> Result<(), Failure> {
+        self.create_annotated(name, node, request, &[]).await
+    }
+
     /// Creates a pod `name` asking `request` on `node`, with `annotations`.
     pub(super) async fn create_annotated(
         &self,

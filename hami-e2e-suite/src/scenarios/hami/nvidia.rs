@@ -46,13 +46,7 @@ fn quota(vendor: &str) -> hami_e2e_core::FnScenario {
             .await?;
         let node = c.node("quota", 1).await?;
         let first = one_device(backend, 3000, 10);
-        c.create(
-            &DevicePod::new("within")
-                .devices(backend, &first)?
-                .on_node(&node)
-                .build(),
-        )
-        .await?;
+        c.create_on("within", &node, &first).await?;
         c.running("within", &node).await?;
         let second = DevicePod::new("over")
             .devices(backend, &one_device(backend, 2000, 10))?
@@ -250,13 +244,7 @@ fn numa(vendor: &str) -> hami_e2e_core::FnScenario {
         c.ns.api::<Pod>()
             .delete("bound", &DeleteParams::default().grace_period(0))
             .await?;
-        c.create(
-            &DevicePod::new("unbound")
-                .devices(backend, &pair)?
-                .on_node(&node)
-                .build(),
-        )
-        .await?;
+        c.create_on("unbound", &node, &pair).await?;
         let unbound = c
             .ctx
             .step(

@@ -184,23 +184,10 @@ pub(super) fn ten_in_a_row(vendor: &str) -> hami_e2e_core::FnScenario {
 pub(super) fn release(vendor: &str) -> hami_e2e_core::FnScenario {
     hami_scenario(vendor, "release", &[], |c| async move {
         let node = c.node("free", 1).await?;
-        let backend = c.backend()?;
         let request = c.share(3, 5, 20)?;
-        c.create(
-            &DevicePod::new("holder")
-                .devices(backend, &request)?
-                .on_node(&node)
-                .build(),
-        )
-        .await?;
+        c.create_on("holder", &node, &request).await?;
         c.running("holder", &node).await?;
-        c.create(
-            &DevicePod::new("waiter")
-                .devices(backend, &request)?
-                .on_node(&node)
-                .build(),
-        )
-        .await?;
+        c.create_on("waiter", &node, &request).await?;
         c.refused("waiter", "CardInsufficientMemory", &node).await?;
         c.delete_pod("holder").await?;
         let pod = c
@@ -218,15 +205,8 @@ pub(super) fn release(vendor: &str) -> hami_e2e_core::FnScenario {
 pub(super) fn too_many_devices(vendor: &str) -> hami_e2e_core::FnScenario {
     hami_scenario(vendor, "too-many-devices", &[], |c| async move {
         let node = c.node("few", 1).await?;
-        let backend = c.backend()?;
         let request = DeviceRequest::devices(2);
-        c.create(
-            &DevicePod::new("greedy")
-                .devices(backend, &request)?
-                .on_node(&node)
-                .build(),
-        )
-        .await?;
+        c.create_on("greedy", &node, &request).await?;
         c.ctx
             .step(
                 "HAMi finds no node",
@@ -245,22 +225,10 @@ pub(super) fn time_slicing(vendor: &str) -> hami_e2e_core::FnScenario {
         let backend = c.backend()?;
         let request = one_device(backend, 1000, 5);
         for name in ["slice-1", "slice-2"] {
-            c.create(
-                &DevicePod::new(name)
-                    .devices(backend, &request)?
-                    .on_node(&node)
-                    .build(),
-            )
-            .await?;
+            c.create_on(name, &node, &request).await?;
             c.running(name, &node).await?;
         }
-        c.create(
-            &DevicePod::new("slice-3")
-                .devices(backend, &request)?
-                .on_node(&node)
-                .build(),
-        )
-        .await?;
+        c.create_on("slice-3", &node, &request).await?;
         c.refused("slice-3", "CardTimeSlicingExhausted", &node)
             .await
     })
@@ -273,21 +241,9 @@ pub(super) fn cores(vendor: &str) -> hami_e2e_core::FnScenario {
         let node = c.node("cores", 1).await?;
         let backend = c.backend()?;
         let request = one_device(backend, 1000, 60);
-        c.create(
-            &DevicePod::new("cores-1")
-                .devices(backend, &request)?
-                .on_node(&node)
-                .build(),
-        )
-        .await?;
+        c.create_on("cores-1", &node, &request).await?;
         c.running("cores-1", &node).await?;
-        c.create(
-            &DevicePod::new("cores-2")
-                .devices(backend, &request)?
-                .on_node(&node)
-                .build(),
-        )
-        .await?;
+        c.create_on("cores-2", &node, &request).await?;
         c.refused("cores-2", "CardInsufficientCore", &node).await
     })
 }

@@ -120,13 +120,7 @@ pub(super) fn lock_contention(vendor: &str) -> hami_e2e_core::FnScenario {
         let agent = c.hami.agent();
         agent.hold_acknowledgements(&node, true);
         for name in ["slow-first", "slow-second"] {
-            c.create(
-                &DevicePod::new(name)
-                    .devices(backend, &request)?
-                    .on_node(&node)
-                    .build(),
-            )
-            .await?;
+            c.create_on(name, &node, &request).await?;
         }
         let events: Api<Event> = Api::namespaced(c.ns.client(), c.ns.name());
         let contention = c

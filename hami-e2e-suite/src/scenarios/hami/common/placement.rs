@@ -106,13 +106,7 @@ pub(super) fn device_policy(vendor: &str) -> hami_e2e_core::FnScenario {
         let node = c.node("dpol", 2).await?;
         let backend = c.backend()?;
         let request = one_device(backend, 1000, 10);
-        c.create(
-            &DevicePod::new("first")
-                .devices(backend, &request)?
-                .on_node(&node)
-                .build(),
-        )
-        .await?;
+        c.create_on("first", &node, &request).await?;
         let first = c.running("first", &node).await?;
         let used = c.device_ids(&first)?;
         let policy = |p: &str| vec![("hami.io/gpu-scheduler-policy".to_string(), p.to_string())];
@@ -134,13 +128,7 @@ pub(super) fn device_policy(vendor: &str) -> hami_e2e_core::FnScenario {
         );
         // Two pods on the first device, one on the second: HAMi's default (spread) picks
         // the second, binpack would pick the first.
-        c.create(
-            &DevicePod::new("default")
-                .devices(backend, &request)?
-                .on_node(&node)
-                .build(),
-        )
-        .await?;
+        c.create_on("default", &node, &request).await?;
         let default = c.running("default", &node).await?;
         let got_default = c.device_ids(&default)?;
         ensure!(
@@ -162,13 +150,7 @@ pub(super) fn node_policy(vendor: &str) -> hami_e2e_core::FnScenario {
         let idle = c.node_with("idle", 1, |_| {}, &[(key, &group)]).await?;
         let backend = c.backend()?;
         let request = one_device(backend, 1000, 10);
-        c.create(
-            &DevicePod::new("resident")
-                .devices(backend, &request)?
-                .on_node(&busy)
-                .build(),
-        )
-        .await?;
+        c.create_on("resident", &busy, &request).await?;
         c.running("resident", &busy).await?;
         for (name, want) in [("binpack", &busy), ("spread", &idle)] {
             let pod = DevicePod::new(name)
@@ -246,13 +228,7 @@ pub(super) fn mutex(vendor: &str) -> hami_e2e_core::FnScenario {
         let node = c.node("mutex", 2).await?;
         let backend = c.backend()?;
         let request = one_device(backend, 1000, 10);
-        c.create(
-            &DevicePod::new("resident")
-                .devices(backend, &request)?
-                .on_node(&node)
-                .build(),
-        )
-        .await?;
+        c.create_on("resident", &node, &request).await?;
         let resident = c.running("resident", &node).await?;
         let used = c.device_ids(&resident)?;
         c.create_annotated("mutex-1", &node, &request, &policy_annotation("mutex"))
@@ -273,13 +249,7 @@ pub(super) fn mutex(vendor: &str) -> hami_e2e_core::FnScenario {
             .await?;
         c.refused("mutex-2", "ExclusiveDeviceAllocateConflict", &node)
             .await?;
-        c.create(
-            &DevicePod::new("sharer")
-                .devices(backend, &request)?
-                .on_node(&node)
-                .build(),
-        )
-        .await?;
+        c.create_on("sharer", &node, &request).await?;
         c.ctx
             .step(
                 "a pod without the policy still shares a device",

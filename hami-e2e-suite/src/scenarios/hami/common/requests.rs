@@ -88,13 +88,7 @@ pub(super) fn devices(vendor: &str) -> hami_e2e_core::FnScenario {
         let node = c.node("multi", 3).await?;
         let backend = c.backend()?;
         let request = two_devices(backend);
-        c.create(
-            &DevicePod::new("pair")
-                .devices(backend, &request)?
-                .on_node(&node)
-                .build(),
-        )
-        .await?;
+        c.create_on("pair", &node, &request).await?;
         let pod = c
             .ctx
             .step("a two-device pod runs", c.running("pair", &node))
@@ -119,15 +113,8 @@ pub(super) fn devices(vendor: &str) -> hami_e2e_core::FnScenario {
 pub(super) fn memory_percentage(vendor: &str) -> hami_e2e_core::FnScenario {
     hami_scenario(vendor, "memory-percentage", &[], |c| async move {
         let node = c.node("pct", 1).await?;
-        let backend = c.backend()?;
         let quarter = DeviceRequest::devices(1).memory_percentage(25).cores(10);
-        c.create(
-            &DevicePod::new("quarter")
-                .devices(backend, &quarter)?
-                .on_node(&node)
-                .build(),
-        )
-        .await?;
+        c.create_on("quarter", &node, &quarter).await?;
         let pod = c.running("quarter", &node).await?;
         let allocation = c.check_allocation(&pod, &quarter, &node).await?;
         let device = c
@@ -143,13 +130,7 @@ pub(super) fn memory_percentage(vendor: &str) -> hami_e2e_core::FnScenario {
             device.memory_mib
         );
         let most = DeviceRequest::devices(1).memory_percentage(80).cores(10);
-        c.create(
-            &DevicePod::new("most")
-                .devices(backend, &most)?
-                .on_node(&node)
-                .build(),
-        )
-        .await?;
+        c.create_on("most", &node, &most).await?;
         c.refused("most", "CardInsufficientMemory", &node).await
     })
 }
