@@ -168,6 +168,9 @@ impl SignalKind {
 pub enum CancelReason {
     /// `--fail-fast`, after a failure: nothing more starts; running scenarios finish.
     FailFast,
+    /// The run's cancel token was cancelled by the suite's own code (a fixture's
+    /// `cancel_token()`): as a signal, but without one.
+    Requested,
     /// A signal: running scenarios are cancelled, then everything is torn down.
     Signal(SignalKind),
 }
@@ -176,6 +179,7 @@ impl fmt::Display for CancelReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CancelReason::FailFast => f.write_str("--fail-fast after a failure"),
+            CancelReason::Requested => f.write_str("the run's cancel token was cancelled"),
             CancelReason::Signal(kind) => write!(f, "received {}", kind.name()),
         }
     }

@@ -5,10 +5,10 @@
 //! captures the whole of a test process's standard error; a first run that builds its
 //! binaries for ten minutes would show nothing. A [`LongStep`] writes a line when it starts
 //! and when it ends (with the component, version, elapsed time and log path): on standard
-//! error when that is a terminal (written directly, past libtest's capture), else on the
-//! process's controlling terminal (`/dev/tty`, as under nextest), else on standard error
-//! (CI logs). Each line is also logged with `tracing`, at debug level (so that a subscriber
-//! printing to the same terminal does not show it twice).
+//! error, written directly, past libtest's capture; and when standard error is not a
+//! terminal (nextest captures it, or it is a log file), also on the process's controlling
+//! terminal (`/dev/tty`) if it has one. Each line is also logged with `tracing`, at debug
+//! level (so that a subscriber printing to the same terminal does not show it twice).
 //!
 //! ```
 //! use hami_e2e_core::progress::LongStep;
@@ -33,11 +33,11 @@ pub fn line(line: &str) {
     let stderr = std::io::stderr();
     if !stderr.is_terminal()
         && let Ok(mut tty) = std::fs::OpenOptions::new().write(true).open("/dev/tty")
-        && tty.write_all(text.as_bytes()).is_ok()
     {
-        return;
+        let _ = tty.write_all(text.as_bytes());
     }
-    // Straight to the file descriptor: not through libtest's capture of `eprint!`.
+    // Also on standard error (a log file, nextest's captured output), straight to the file
+    // descriptor: not through libtest's capture of `eprint!`.
     let _ = stderr.lock().write_all(text.as_bytes());
 }
 

@@ -1062,3 +1062,31 @@ async fn fail_fast_counts_demands_that_fail_before_running() {
         }
     );
 }
+
+#[tokio::test]
+async fn a_run_cancelled_through_its_token_skips_what_has_not_started() {
+    // The probe's context carries the run's own token; a suite's code may cancel it. The
+    // probe runs when the first scenario with a requirement is admitted.
+    let runner = Runner::new()
+        .probe(|ctx| async move {
+            ctx.cancel_token().cancel();
+            Ok(Capabilities::default())
+        })
+        .scenario(
+            scenario("a")
+                .requires(Requirement::at_least("devices", 0))
+                .run(|_| async { Ok(()) }),
+        )
+        .scenario(scenario("b").run(|_| async { Ok(()) }));
+    let mut c = config();
+    c.parallel = 1;
+    let s = run(runner, c).await;
+    assert!(s.cancelled, "the run reads as cancelled: {:?}", s.scenarios);
+    assert_eq!(
+        outcome(&s, "b"),
+        &Outcome::Skipped {
+            reason: "not run: the run was cancelled".into()
+        },
+        "what had not started when the token was cancelled"
+    );
+}

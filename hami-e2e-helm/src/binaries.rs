@@ -1,6 +1,6 @@
 //! The binaries that deploy and run HAMi: the HAMi scheduler and the `helm` CLI.
 //!
-//! Both come, by default, from Go modules pinned in the repository's `go/` folder and built
+//! Both come, by default, from Go modules pinned in this crate's `src/go/` folder and built
 //! with the machine's Go into the same [`BinaryCache`] as the local cluster's control plane
 //! (`~/.cache/hami-e2e/bin/hami-scheduler-v2.10.0/scheduler`, `bin/helm-v3.22.0/helm`). A
 //! first build prints progress lines and takes a few minutes; later calls return at once.
@@ -128,7 +128,7 @@ pub struct HamiRelease {
     tools_go: &'static str,
 }
 
-/// The HAMi releases pinned in `go/`, newest first. The first is the default.
+/// The HAMi releases pinned in `src/go/`, newest first. The first is the default.
 pub const HAMI_RELEASES: &[HamiRelease] = &[
     HamiRelease {
         version: "v2.10.0",
@@ -286,7 +286,7 @@ pub enum BinarySource {
     Env(&'static str),
     /// Found on `PATH`.
     Path,
-    /// Built from the Go module pinned in `go/<module>` into the binary cache.
+    /// Built from the Go module pinned in `src/go/<module>` into the binary cache.
     Built {
         /// The folder that pins it (`hami-e2e-helm/src/go/hami-2.10`).
         pin: String,

@@ -25,7 +25,7 @@ pub enum Error {
     UnsupportedHamiVersion {
         /// What was asked for (`HAMI_E2E_HAMI_VERSION`).
         requested: String,
-        /// The versions pinned in `go/`.
+        /// The versions pinned in `src/go/`.
         supported: String,
     },
     /// A file or folder could not be read or written.

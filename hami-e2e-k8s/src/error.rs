@@ -37,7 +37,7 @@ pub enum Error {
     UnsupportedVersion {
         /// What was asked for (HAMI_E2E_K8S_VERSION).
         requested: String,
-        /// The versions pinned in `go/`.
+        /// The versions pinned in `src/local/go/`.
         supported: String,
     },
     /// A file or folder could not be read or written.

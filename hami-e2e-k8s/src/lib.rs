@@ -24,6 +24,7 @@
 //! dev-dependencies, a `harness = false` test target, and pick a `k8s-openapi` version
 //! feature). The crate is in layers, each using only those before it:
 //!
+//! - this crate's [`Error`], with [`Error::is_transient`] for the runner's retries;
 //! - [`toolkit`]: how a cluster is reached ([`ClusterAccess`]), [`apply`] and
 //!   [`PodBuilder`]/[`DeploymentBuilder`], watch-driven [`wait`]s whose errors carry the last
 //!   state and events, [`exec`] and [`logs`], [`diagnostics`] collected into a failed
@@ -44,8 +45,7 @@
 //! - [`fixtures`]: [`ClusterFixture`] (its output, [`RunCluster`], is the connection plus
 //!   the run's lease), [`NamespaceFixture`] and [`NodeChangesFixture`], configured by
 //!   [`ClusterArgs`]. Creating a [`ClusterFixture`] registers this crate's transient-error
-//!   classifier, so scenarios that fail on a dropped connection or a `429` are retried;
-//! - this crate's [`Error`], with [`Error::is_transient`] for the runner's retries.
+//!   classifier, so scenarios that fail on a dropped connection or a `429` are retried.
 //!
 //! Reusing the fixtures in another crate's tests (`tests/e2e.rs`, `harness = false`):
 //!

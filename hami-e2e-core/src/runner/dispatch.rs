@@ -134,7 +134,10 @@ pub(super) async fn run(
         scenarios: reports,
         filtered_out,
         run_errors,
-        cancelled: matches!(cancel.reason(), Some(CancelReason::Signal(_))),
+        cancelled: matches!(
+            cancel.reason(),
+            Some(CancelReason::Signal(_) | CancelReason::Requested)
+        ),
         repeated,
         facts: probe.facts(),
         duration: start.elapsed(),
@@ -205,9 +208,15 @@ struct Cancellation {
 }
 
 impl Cancellation {
-    /// Why the run stops; `None` while it goes on.
+    /// Why the run stops; `None` while it goes on. The run's token cancelled from outside
+    /// the dispatcher (a fixture's `cancel_token()`) stops it too.
     fn reason(&self) -> Option<CancelReason> {
-        self.reason
+        self.reason.or_else(|| {
+            self.run
+                .cancel
+                .is_cancelled()
+                .then_some(CancelReason::Requested)
+        })
     }
 
     /// Stops the run for `reason`; of several reasons, the most severe stands. A signal
@@ -263,7 +272,7 @@ impl Cancellation {
 fn not_run(reason: CancelReason) -> &'static str {
     match reason {
         CancelReason::FailFast => "not run: --fail-fast after a failure",
-        CancelReason::Signal(_) => "not run: the run was cancelled",
+        CancelReason::Signal(_) | CancelReason::Requested => "not run: the run was cancelled",
     }
 }
 

@@ -1,11 +1,12 @@
-//! The Go-built binaries of the local cluster: built once from the Go modules pinned in the
+//! The Go-built binaries of the local cluster: built once from the Go modules pinned in
 //! this crate's `src/local/go/` folder, cached outside the repository by component and version.
 //!
 //! The pins (`go.mod`, `go.sum`) are compiled into this crate, so the build works from any
 //! checkout or dependent crate: it writes them into the cache and runs `go build` there with
 //! the machine's Go. Nothing is rebuilt once a cache folder is complete; concurrent
-//! processes share one build through a lock file; a first build prints a progress line per
-//! component with its elapsed time.
+//! processes share one build through a lock file; a first build prints a line when each
+//! component's build and each `go build` in it starts and ends (see
+//! [`hami_e2e_core::progress`]).
 //!
 //! Prebuilt binaries are used instead when `HAMI_E2E_BIN_DIR` names a folder holding them,
 //! or when they are on `PATH`, provided `--version` reports the pinned version.

@@ -100,7 +100,7 @@ pub(super) fn allocation_failure(vendor: &str) -> hami_e2e_core::FnScenario {
 /// node); once the first is acknowledged the second is bound too, and both run with their
 /// allocations acknowledged.
 ///
-/// **hami-bug** for Cambricon (a race: it failed in 3 of 8 runs here): HAMi v2.10.0 binds
+/// **hami-bug** for Cambricon (a race: it failed in 3 of 8 runs on a 2-core machine): HAMi v2.10.0 binds
 /// the second pod while the first still holds the node. Cambricon's `LockNode` (`pkg/device/cambricon/device.go`) looks for
 /// `cambricon.com/dsmlu.lock` on the node of the scheduler's informer cache
 /// (`nodeLister.Get` in `Bind`) and sets it with a merge patch that carries no
