@@ -15,7 +15,8 @@ use kube::{Api, ResourceExt};
 
 use crate::fixtures::LOCAL_CLUSTER;
 use crate::scenarios::hami::case::{
-    HAMI_BUG, NOWHERE, acknowledged, admit, first_limit, hami_scenario, one_device, phase, pods_of,
+    Case, HAMI_BUG, NOWHERE, acknowledged, admit, first_limit, hami_scenario, one_device, phase,
+    pods_of,
 };
 use crate::scenarios::pod::DevicePod;
 
@@ -245,41 +246,45 @@ fn numa(vendor: &str) -> hami_e2e_core::FnScenario {
             .delete("bound", &DeleteParams::default().grace_period(0))
             .await?;
         c.create_on("unbound", &node, &pair).await?;
-        let unbound = c
-            .ctx
-            .step(
-                "without numa-bind the pair runs across NUMA nodes",
-                c.running("unbound", &node),
-            )
-            .await?;
-        let mut got = c.device_ids(&unbound)?;
-        got.sort();
-        let mut want = vec![devices[0].id.clone(), devices[3].id.clone()];
-        want.sort();
-        ensure!(
-            got == want,
-            "the unbound pair got {got:?}, not the free GPUs {want:?}"
-        );
+        runs_on_devices(
+            &c,
+            ("unbound", &node),
+            "without numa-bind the pair runs across NUMA nodes",
+            [&devices[0].id, &devices[3].id],
+            ("the unbound pair", "the free GPUs"),
+        )
+        .await?;
         // NUMA node 1's held GPU is freed.
         c.delete_pod("hold-1").await?;
         c.create_annotated("numa-1", &node, &pair, &bind).await?;
-        let bound = c
-            .ctx
-            .step(
-                "a NUMA-bound pair gets NUMA node 1",
-                c.running("numa-1", &node),
-            )
-            .await?;
-        let mut got = c.device_ids(&bound)?;
-        got.sort();
-        let mut want = vec![devices[2].id.clone(), devices[3].id.clone()];
-        want.sort();
-        ensure!(
-            got == want,
-            "the NUMA-bound pair got {got:?}, not NUMA node 1's GPUs {want:?}"
-        );
+        runs_on_devices(
+            &c,
+            ("numa-1", &node),
+            "a NUMA-bound pair gets NUMA node 1",
+            [&devices[2].id, &devices[3].id],
+            ("the NUMA-bound pair", "NUMA node 1's GPUs"),
+        )
+        .await?;
         Ok(())
     })
+}
+
+/// Waits (a step saying `step`) until pod `name` runs on `node`, then checks that it holds
+/// the devices `want`, in any order; the failure says `pod` got what, not `devices`.
+async fn runs_on_devices(
+    c: &Case,
+    (name, node): (&str, &str),
+    step: &str,
+    want: [&String; 2],
+    (pod, devices): (&str, &str),
+) -> Result<(), Failure> {
+    let running = c.ctx.step(step.to_owned(), c.running(name, node)).await?;
+    let mut got = c.device_ids(&running)?;
+    got.sort();
+    let mut want: Vec<String> = want.into_iter().cloned().collect();
+    want.sort();
+    ensure!(got == want, "{pod} got {got:?}, not {devices} {want:?}");
+    Ok(())
 }
 
 /// `hami::nvidia::hundred-pods`: 100 pods created at once on 10 nodes of two T4s, each pod
