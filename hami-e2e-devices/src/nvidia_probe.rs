@@ -100,9 +100,11 @@ pub struct ProbeReport {
 fn number_before<'a>(text: &'a str, unit: &str) -> Option<(f64, &'a str)> {
     let at = text.find(unit)?;
     let head = text[..at].trim_end();
+    // After the last character that is not part of the number (which may be several bytes).
     let start = head
-        .rfind(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .map_or(0, |i| i + 1);
+        .char_indices()
+        .rfind(|&(_, c)| !(c.is_ascii_digit() || c == '.'))
+        .map_or(0, |(i, c)| i + c.len_utf8());
     head[start..]
         .parse()
         .ok()
@@ -369,4 +371,18 @@ pub fn core_report(granted_percent: u32, limited: &str, unlimited: &str) -> Opti
         unlimited: u,
         ratio: l / u,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_size_after_a_character_of_several_bytes_is_read_not_a_panic() {
+        // Found by fuzzing: the number's start was taken one byte after a two-byte `ò`.
+        let report = parse_probe("cudaMalloc ò2000 MiB: out of memory\nalloc ·8 MiB: ok");
+        let sizes: Vec<Option<f64>> = report.allocations.iter().map(|a| a.mib).collect();
+        assert_eq!(sizes, [Some(2000.0), Some(8.0)]);
+        assert!(!report.allocations[0].succeeded && report.allocations[1].succeeded);
+    }
 }
